@@ -1,0 +1,153 @@
+"""The ``drustage`` command: thin subcommands over the library.
+
+Heavy modules (numpy, torch, pandas) are imported inside the handlers so ``drustage --help``
+starts instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_ERROR = 1
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as one line, exit status 1."""
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    import time
+
+    from drustage.data.layout import read_dataset
+    from drustage.synth.writer import generate_dataset, get_preset, stage_counts, with_overrides
+    from drustage.viz import stage_contact_sheet
+
+    config = with_overrides(get_preset(args.preset), count=args.count, seed=args.seed,
+                            image_scale=args.scale, image_format=args.format)
+    start = time.perf_counter()
+    records = generate_dataset(args.out, config, workers=args.workers, progress=not args.quiet, preset=args.preset)
+    elapsed = time.perf_counter() - start
+    print(f"wrote {len(records)} phantoms to {args.out} in {elapsed:.1f} s")
+    print("stage counts: " + ", ".join(f"{k} {v}" for k, v in stage_counts(records).items()))
+    if not args.no_sheet:
+        sheet = stage_contact_sheet(read_dataset(args.out), Path(args.out) / "stage_sheet.png")
+        print(f"stage contact sheet: {sheet}")
+    return 0
+
+
+def _real_images(folder: Path) -> list[Path]:
+    from drustage.data.labels import list_images
+
+    return list_images(folder)
+
+
+def _cmd_sheet(args: argparse.Namespace) -> int:
+    from drustage.data.layout import read_dataset
+    from drustage.viz import side_by_side_sheet, stage_contact_sheet
+
+    dataset = read_dataset(args.dataset)
+    out = Path(args.out)
+    if args.real:
+        phantoms = [dataset.path_of(r) for r in dataset.records[: args.count]]
+        real = _real_images(Path(args.real))
+        step = max(1, len(real) // args.count)
+        path = side_by_side_sheet(phantoms, real[::step][: args.count], out)
+    else:
+        path = stage_contact_sheet(dataset, out)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    import json
+
+    from drustage.imaging import load_radiograph
+
+    status = 0
+    for path in args.paths:
+        try:
+            radiograph = load_radiograph(path)
+        except ValueError as error:
+            print(f"drustage: error: {error}", file=sys.stderr)
+            status = EXIT_ERROR
+            continue
+        image = radiograph.image
+        info = radiograph.meta.to_dict() | {"min": float(image.min()), "max": float(image.max()),
+                                             "mean": round(float(image.mean()), 4)}
+        print(json.dumps(info))
+    return status
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from drustage.data.importer import import_dataset
+
+    report = import_dataset(
+        images=Path(args.images), out=Path(args.out), labels=Path(args.labels) if args.labels else None,
+        key=[k.strip() for k in args.key.split(",")] if args.key else None,
+        radius_column=args.radius_column, ulna_column=args.ulna_column,
+        boxes=Path(args.boxes) if args.boxes else None,
+    )
+    print(report.summary())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="drustage",
+        description="Skeletal maturity from hand radiographs: Luk DRU stages of the distal radius and ulna.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    synth = sub.add_parser("synth", help="generate a phantom radiograph dataset and its stage contact sheet")
+    synth.add_argument("--preset", default="quick", help="quick (tests, 12 half-size images) or paper (1101)")
+    synth.add_argument("--out", required=True, help="dataset directory to write")
+    synth.add_argument("--count", type=int, help="override the number of radiographs")
+    synth.add_argument("--seed", type=int, help="override the seed")
+    synth.add_argument("--scale", type=float, help="image size factor (1.0: 900-1500 x 1000-1800 px)")
+    synth.add_argument("--format", choices=("png", "dicom"), help="image format (default 16-bit PNG)")
+    synth.add_argument("--workers", type=int, help="processes (default: all cores)")
+    synth.add_argument("--no-sheet", action="store_true", help="skip the stage contact sheet")
+    synth.add_argument("--quiet", action="store_true", help="no progress bar")
+    synth.set_defaults(handler=_cmd_synth)
+
+    sheet = sub.add_parser("sheet", help="contact sheet: stages of a dataset, or phantoms beside real radiographs")
+    sheet.add_argument("dataset", help="a drustage dataset directory")
+    sheet.add_argument("--real", help="folder of real radiographs to show beside the phantoms")
+    sheet.add_argument("--count", type=int, default=12, help="radiographs per side (with --real)")
+    sheet.add_argument("--out", required=True, help="PNG to write")
+    sheet.set_defaults(handler=_cmd_sheet)
+
+    info = sub.add_parser("info", help="load radiographs and print their (non-identifying) metadata as JSON")
+    info.add_argument("paths", nargs="+")
+    info.set_defaults(handler=_cmd_info)
+
+    imp = sub.add_parser("import", help="build a drustage dataset from an image folder, a label sheet and boxes")
+    imp.add_argument("images", help="folder of radiographs")
+    imp.add_argument("--out", required=True, help="dataset directory to write")
+    imp.add_argument("--labels", help="label sheet (.csv, .xlsx, .xls)")
+    imp.add_argument("--key", help="comma-separated sheet column(s) that identify the image, e.g. date,serial")
+    imp.add_argument("--radius-column", default="radius_stage", help="sheet column with radius stages")
+    imp.add_argument("--ulna-column", default="ulna_stage", help="sheet column with ulna stages")
+    imp.add_argument("--boxes", help="boxes: COCO .json, VOC .xml or folder, or .csv")
+    imp.set_defaults(handler=_cmd_import)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (CommandError, ValueError, OSError) as error:
+        # Library errors carry the file and the problem in one line.
+        print(f"drustage: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("drustage: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

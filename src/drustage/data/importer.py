@@ -1,0 +1,99 @@
+"""Build a drustage dataset from a hospital's image folder, label sheet and box annotations."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from drustage.data.annotations import read_boxes
+from drustage.data.labels import list_images, match_labels, read_label_sheet
+from drustage.data.layout import DatasetError, Record, write_labels, write_manifest
+from drustage.stages import BONES, parse_stage
+
+
+@dataclass
+class ImportReport:
+    out: Path
+    records: int
+    unmatched_rows: list[int] = field(default_factory=list)
+    unlabelled_files: list[str] = field(default_factory=list)
+    duplicate_keys: list[str] = field(default_factory=list)
+    boxes_without_image: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"wrote {self.records} radiographs to {self.out}"]
+        if self.unmatched_rows:
+            lines.append(f"{len(self.unmatched_rows)} sheet row(s) matched no image: rows {_brief(self.unmatched_rows)}")
+        if self.unlabelled_files:
+            lines.append(f"{len(self.unlabelled_files)} image(s) have no label row: {_brief(self.unlabelled_files)}")
+        if self.duplicate_keys:
+            lines.append(f"{len(self.duplicate_keys)} duplicate key(s) skipped: {_brief(self.duplicate_keys)}")
+        if self.boxes_without_image:
+            lines.append(f"{len(self.boxes_without_image)} box entries name no image: {_brief(self.boxes_without_image)}")
+        return "\n".join(lines)
+
+
+def _brief(items: list, limit: int = 8) -> str:
+    shown = ", ".join(str(i) for i in items[:limit])
+    return shown + (f" ... (+{len(items) - limit})" if len(items) > limit else "")
+
+
+def _stage_or_blank(row: dict, column: str, bone, where: str):
+    value = row.get(column, "")
+    if value is None or str(value).strip() == "":
+        return None
+    try:
+        return parse_stage(value, bone)
+    except ValueError as error:
+        raise DatasetError(f"{where}: {error}") from None
+
+
+def import_dataset(images: Path, out: Path, labels: Path | None = None, key: list[str] | None = None,
+                   radius_column: str = "radius_stage", ulna_column: str = "ulna_stage",
+                   boxes: Path | None = None) -> ImportReport:
+    """Copy images into ``out/images`` and write ``labels.csv`` from the sheet and boxes."""
+    files = list_images(images)
+    rows: dict[Path, dict] = {}
+    report = ImportReport(out=out, records=0)
+    if labels is not None:
+        if not key:
+            raise DatasetError(f"{labels}: --key is required to match sheet rows to images")
+        frame = read_label_sheet(labels)
+        for column in (radius_column, ulna_column):
+            if column not in frame.columns:
+                raise DatasetError(f"{labels}: no column {column!r}; columns are: {', '.join(frame.columns)}")
+        match = match_labels(frame, files, key)
+        rows = dict(match.matched)
+        report.unmatched_rows = match.unmatched_rows
+        report.unlabelled_files = [str(p.relative_to(images)) for p in match.unlabelled_files]
+        report.duplicate_keys = ["_".join(k) for k in match.duplicate_keys]
+    box_table = read_boxes(boxes) if boxes is not None else {}
+    names = {p.name for p in files}
+    report.boxes_without_image = sorted(n for n in box_table if n not in names)
+
+    records = []
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    for index, path in enumerate(files):
+        row = rows.get(path, {})
+        where = f"{labels} ({path.name})"
+        stages = {}
+        for bone, column in zip(BONES, (radius_column, ulna_column)):
+            stage = _stage_or_blank(row, column, bone, where)
+            if stage is not None:
+                stages[bone] = stage
+        image_id = f"{index:05d}-{path.stem}"
+        relative = f"images/{image_id}{path.suffix.lower()}"
+        shutil.copy2(path, out / relative)
+        laterality = str(row.get("laterality", "")).strip().upper() or None
+        records.append(Record(
+            image_id=image_id, file=relative,
+            laterality=laterality if laterality in ("L", "R") else None,
+            sex=str(row.get("sex", "")).strip().upper() or None,
+            stages=stages, boxes=dict(box_table.get(path.name, {})),
+        ))
+    write_labels(out, records)
+    write_manifest(out, source="drustage import", images=str(images.name),
+                   labels=labels.name if labels else None, key=key)
+    report.records = len(records)
+    return report

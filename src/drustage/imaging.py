@@ -1,0 +1,212 @@
+"""Radiograph loading: PNG, JPEG, TIFF (8/16-bit) and DICOM into a float32 image in [0, 1].
+
+``load_radiograph(path)`` is the one entry point. It never copies a patient-identifying DICOM
+attribute: ``RadiographMeta`` holds only geometry and acquisition facts.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+# Largest image accepted, in pixels: real hand radiographs are under 20 Mpx; this stops
+# decompression bombs long before memory runs out.
+MAX_PIXELS = 80_000_000
+_DICOM_MAGIC_OFFSET = 128
+
+
+class RadiographError(ValueError):
+    """A radiograph could not be read; the message names the file and the problem."""
+
+    def __init__(self, path: Path | str, problem: str):
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+@dataclass(frozen=True)
+class RadiographMeta:
+    source: str  # file name only, never a directory that could identify a site or patient
+    format: str  # "png", "jpeg", "tiff", "dicom", ...
+    original_size: tuple[int, int]  # (height, width) in pixels
+    bit_depth: int
+    pixel_spacing_mm: tuple[float, float] | None = None  # (row, column)
+    laterality: str | None = None  # "L" or "R" when the file says so
+    photometric: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Radiograph:
+    image: np.ndarray  # float32, (H, W), 0 = black (air), 1 = white (bone)
+    meta: RadiographMeta
+
+
+def is_dicom(path: Path) -> bool:
+    """True when the file carries the DICOM preamble magic ``DICM`` at byte 128."""
+    with open(path, "rb") as handle:
+        handle.seek(_DICOM_MAGIC_OFFSET)
+        return handle.read(4) == b"DICM"
+
+
+def load_radiograph(path: str | Path) -> Radiograph:
+    """Read a radiograph as float32 in [0, 1] plus metadata.
+
+    DICOM is detected by content (not extension); rescale slope/intercept and the VOI LUT or
+    window are applied and MONOCHROME1 is inverted. Other formats go through Pillow; 16-bit
+    images without a window are stretched between their 0.5th and 99.5th percentiles.
+    Raises ``RadiographError`` (a ``ValueError``) with a one-line message naming the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise RadiographError(path, "no such file")
+    if path.is_dir():
+        raise RadiographError(path, "is a directory, not an image file")
+    if path.stat().st_size == 0:
+        raise RadiographError(path, "empty file")
+    try:
+        if is_dicom(path):
+            return _load_dicom(path)
+        return _load_pillow(path)
+    except RadiographError:
+        raise
+    except MemoryError:
+        raise RadiographError(path, "image too large to load") from None
+    except Exception as error:  # any decoder failure becomes one clear line
+        raise RadiographError(path, f"cannot decode image ({type(error).__name__}: {error})") from None
+
+
+def _check_size(path: Path, height: int, width: int) -> None:
+    if height <= 0 or width <= 0:
+        raise RadiographError(path, f"zero-size image ({width}x{height})")
+    if height * width > MAX_PIXELS:
+        raise RadiographError(
+            path, f"image of {width}x{height} pixels exceeds the {MAX_PIXELS:,}-pixel limit"
+        )
+    if min(height, width) < 32:
+        raise RadiographError(path, f"image of {width}x{height} pixels is too small for a radiograph")
+
+
+def _window_percentiles(values: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
+    lo, hi = np.percentile(values, [low, high])
+    if hi <= lo:
+        lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        return np.zeros(values.shape, np.float32)
+    return np.clip((values.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)
+
+
+def _load_pillow(path: Path) -> Radiograph:
+    from PIL import Image, UnidentifiedImageError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            opened = Image.open(path)
+        except UnidentifiedImageError:
+            raise RadiographError(path, "not an image (unrecognised format)") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise RadiographError(path, "image exceeds the decompression-bomb pixel limit") from None
+    with opened as image:
+        width, height = image.size
+        _check_size(path, height, width)
+        if getattr(image, "n_frames", 1) > 1:
+            raise RadiographError(path, f"multi-frame image ({image.n_frames} frames); expected one")
+        fmt = (image.format or path.suffix.lstrip(".")).lower()
+        try:
+            image.load()
+        except OSError as error:
+            raise RadiographError(path, f"truncated or corrupt image data ({error})") from None
+        mode = image.mode
+        if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+            raw = np.asarray(image)
+            bit_depth = 16 if mode.startswith("I;16") else 32
+            pixels = _window_percentiles(raw)
+        else:
+            if mode not in ("L", "1"):
+                image = image.convert("L")
+            raw = np.asarray(image)
+            bit_depth = 8
+            pixels = raw.astype(np.float32) / 255.0
+    meta = RadiographMeta(
+        source=path.name,
+        format=fmt,
+        original_size=(height, width),
+        bit_depth=bit_depth,
+        photometric="MONOCHROME2",
+    )
+    return Radiograph(np.ascontiguousarray(pixels, dtype=np.float32), meta)
+
+
+def _load_dicom(path: Path) -> Radiograph:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut
+
+    try:
+        ds = pydicom.dcmread(path)
+    except InvalidDicomError as error:
+        raise RadiographError(path, f"invalid DICOM ({error})") from None
+    if "PixelData" not in ds:
+        raise RadiographError(path, "DICOM object has no image (no PixelData)")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise RadiographError(path, f"multi-frame DICOM ({frames} frames); expected one image")
+    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+    _check_size(path, rows, cols)
+    try:
+        raw = ds.pixel_array
+    except Exception as error:  # missing codec plugins, corrupt fragments
+        syntax = getattr(ds.file_meta, "TransferSyntaxUID", None)
+        name = syntax.name if syntax is not None else "unknown transfer syntax"
+        raise RadiographError(path, f"cannot decode DICOM pixels ({name}): {error}") from None
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if raw.ndim == 3:  # colour secondary capture: luminance only
+        pixels = _window_percentiles(raw[..., :3].astype(np.float32) @ _LUMA)
+    else:
+        pixels = _apply_dicom_window(apply_modality_lut(raw, ds).astype(np.float32), ds)
+    if photometric == "MONOCHROME1":
+        pixels = 1.0 - pixels
+    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+    laterality = ds.get("ImageLaterality") or ds.get("Laterality")
+    meta = RadiographMeta(
+        source=path.name,
+        format="dicom",
+        original_size=(rows, cols),
+        bit_depth=int(ds.get("BitsStored", ds.get("BitsAllocated", 16))),
+        pixel_spacing_mm=(float(spacing[0]), float(spacing[1])) if spacing else None,
+        laterality=str(laterality).upper() if laterality in ("L", "R", "l", "r") else None,
+        photometric=photometric if photometric.startswith("MONOCHROME") else "MONOCHROME2",
+    )
+    return Radiograph(np.ascontiguousarray(pixels, dtype=np.float32), meta)
+
+
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def _apply_dicom_window(values: np.ndarray, ds) -> np.ndarray:
+    """VOI LUT sequence, else the first linear window (DICOM PS3.3 C.11.2.1.2), else percentiles."""
+    from pydicom.pixels import apply_voi_lut
+
+    if "VOILUTSequence" in ds:
+        lut = np.asarray(apply_voi_lut(values, ds, prefer_lut=True), np.float32)
+        return _window_percentiles(lut, 0.0, 100.0)
+    if "WindowCenter" in ds and "WindowWidth" in ds:
+        center = float(np.atleast_1d(ds.WindowCenter)[0])
+        width = max(float(np.atleast_1d(ds.WindowWidth)[0]), 1.0)
+        return np.clip((values - (center - 0.5)) / max(width - 1.0, 1.0) + 0.5, 0.0, 1.0)
+    return _window_percentiles(values)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """[0, 1] float image to 8-bit for display."""
+    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def to_uint16(image: np.ndarray) -> np.ndarray:
+    return (np.clip(image, 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)

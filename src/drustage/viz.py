@@ -1,0 +1,116 @@
+"""Pictures people look at: stage contact sheets, phantom-vs-real sheets, box overlays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from drustage.data.crops import CROP_SIZE, crop_region, needs_mirror
+from drustage.data.layout import Dataset
+from drustage.imaging import RadiographError, load_radiograph, to_uint8
+from drustage.io_utils import save_png
+from drustage.stages import BONES, all_stages
+
+BOX_COLOURS = {"radius": (230, 60, 60), "ulna": (60, 140, 230)}
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)
+
+
+def _label_column(texts: list[str], height: int, width: int):
+    from PIL import Image, ImageDraw
+
+    column = Image.new("L", (width, height * len(texts)), 0)
+    draw = ImageDraw.Draw(column)
+    for i, text in enumerate(texts):
+        draw.text((6, i * height + height // 2 - 10), text, fill=255, font=_font(18))
+    return column
+
+
+def stage_contact_sheet(dataset: Dataset, out: str | Path, per_stage: int = 8) -> Path:
+    """Radius and ulna crops, one row per stage (R1..R11, U1..U9), as the classifier sees them."""
+    from PIL import Image
+
+    h, w = CROP_SIZE
+    rows, labels = [], []
+    cache: dict[str, np.ndarray] = {}
+    for bone in BONES:
+        for stage in all_stages(bone):
+            chosen = [r for r in dataset.records if r.stages.get(bone) == stage and bone in r.boxes][:per_stage]
+            row = np.zeros((h, w * per_stage), np.uint8)
+            for k, record in enumerate(chosen):
+                if record.image_id not in cache:
+                    cache[record.image_id] = load_radiograph(dataset.path_of(record)).image
+                crop = crop_region(cache[record.image_id], record.boxes[bone], needs_mirror(record.laterality))
+                row[:, k * w:(k + 1) * w] = to_uint8(crop)
+            rows.append(row)
+            labels.append(f"{stage.code} ({len(chosen)})")
+    grid = Image.fromarray(np.concatenate(rows, 0))
+    sheet = Image.new("L", (grid.width + 90, grid.height), 0)
+    sheet.paste(_label_column(labels, h, 90), (0, 0))
+    sheet.paste(grid, (90, 0))
+    out = Path(out)
+    save_png(out, np.asarray(sheet))
+    return out
+
+
+def _thumbnail(image: np.ndarray, height: int) -> np.ndarray:
+    from PIL import Image
+
+    pil = Image.fromarray(to_uint8(image))
+    width = max(1, round(pil.width * height / pil.height))
+    return np.asarray(pil.resize((width, height), Image.Resampling.BILINEAR))
+
+
+def _panel(paths: list[Path], title: str, columns: int, thumb_height: int) -> np.ndarray:
+    from PIL import Image, ImageDraw
+
+    thumbs = []
+    for path in paths:
+        try:
+            thumbs.append(_thumbnail(load_radiograph(path).image, thumb_height))
+        except RadiographError:
+            continue
+    cell_w = int(thumb_height * 0.85)
+    rows = max(1, -(-len(thumbs) // columns))
+    panel = Image.new("L", (cell_w * columns, thumb_height * rows + 36), 30)
+    for i, thumb in enumerate(thumbs):
+        t = Image.fromarray(thumb)
+        if t.width > cell_w:
+            t = t.crop(((t.width - cell_w) // 2, 0, (t.width - cell_w) // 2 + cell_w, thumb_height))
+        panel.paste(t, ((i % columns) * cell_w + (cell_w - t.width) // 2, 36 + (i // columns) * thumb_height))
+    ImageDraw.Draw(panel).text((8, 6), title, fill=255, font=_font(24))
+    return np.asarray(panel)
+
+
+def side_by_side_sheet(phantoms: list[Path], real: list[Path], out: str | Path, columns: int = 4,
+                       thumb_height: int = 260) -> Path:
+    """Phantom radiographs (left) beside real ones (right), same thumbnail size and windowing."""
+    left = _panel(phantoms, f"phantoms ({len(phantoms)})", columns, thumb_height)
+    right = _panel(real, f"real ({len(real)})", columns, thumb_height)
+    height = max(left.shape[0], right.shape[0])
+    pad = lambda a: np.pad(a, ((0, height - a.shape[0]), (0, 0)))  # noqa: E731
+    sheet = np.concatenate([pad(left), np.full((height, 12), 255, np.uint8), pad(right)], 1)
+    out = Path(out)
+    save_png(out, sheet)
+    return out
+
+
+def draw_boxes(image: np.ndarray, boxes: dict[str, tuple[float, float, float, float]],
+               captions: dict[str, str] | None = None, width: int = 3):
+    """RGB PIL image of a radiograph with its radius/ulna boxes and optional captions."""
+    from PIL import Image, ImageDraw
+
+    pil = Image.fromarray(to_uint8(image)).convert("RGB")
+    draw = ImageDraw.Draw(pil)
+    font = _font(max(14, pil.height // 60))
+    for bone, box in boxes.items():
+        colour = BOX_COLOURS.get(bone, (240, 200, 40))
+        draw.rectangle(box, outline=colour, width=width)
+        text = (captions or {}).get(bone, bone)
+        draw.text((box[0], max(0, box[1] - font.size - 4)), text, fill=colour, font=font)
+    return pil
