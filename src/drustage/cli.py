@@ -93,6 +93,54 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _classifier_config(args: argparse.Namespace):
+    from drustage.training.classifier import ClassifierConfig
+
+    caps = None
+    if args.per_class_cap:
+        caps = {}
+        for item in args.per_class_cap.split(","):
+            name, _, count = item.partition("=")
+            if not count.isdigit():
+                raise CommandError(f"--per-class-cap: expected class=count, got {item!r}")
+            caps[name.strip()] = int(count)
+    return ClassifierConfig(
+        bone=args.bone, scheme=args.scheme, net=args.net, conv_spec=args.conv or "", fc_spec=args.fc or "",
+        dropout=args.dropout, optimizer=args.optimizer, lr=args.lr, batch_size=args.batch_size,
+        epochs=args.epochs, seed=args.seed, balance=args.balance, augment=args.augment,
+        test_per_class=args.test_per_class, test_fraction=args.test_fraction, val_fraction=args.val_fraction,
+        min_stage=args.min_stage, per_class_cap=caps, threads=args.threads,
+    )
+
+
+def _cmd_train_classifier(args: argparse.Namespace) -> int:
+    from drustage.data.layout import read_dataset
+    from drustage.training.classifier import train_classifier
+
+    config = _classifier_config(args)
+    config.validate()
+    metrics = train_classifier(read_dataset(args.dataset), config, args.out, workers=args.workers,
+                               progress=not args.quiet)
+    low, high = metrics["accuracy_ci95"]
+    print(f"test accuracy {metrics['accuracy']:.3f} (95% CI {low:.3f}-{high:.3f}), within one "
+          f"{metrics['within_one_accuracy']:.3f}, kappa {metrics['kappa']:.3f}, quadratic kappa "
+          f"{metrics['kappa_quadratic']:.3f}, n={metrics['n']}; wrote {args.out}/classifier.pt")
+    return 0
+
+
+def _cmd_evaluate_classifier(args: argparse.Namespace) -> int:
+    from drustage.data.layout import read_dataset
+    from drustage.training.classifier import evaluate_classifier
+
+    metrics = evaluate_classifier(args.checkpoint, read_dataset(args.dataset), args.out,
+                                  held_out_only=not args.all, workers=args.workers, progress=not args.quiet)
+    low, high = metrics["accuracy_ci95"]
+    print(f"accuracy {metrics['accuracy']:.3f} (95% CI {low:.3f}-{high:.3f}), within one "
+          f"{metrics['within_one_accuracy']:.3f}, kappa {metrics['kappa']:.3f}, quadratic kappa "
+          f"{metrics['kappa_quadratic']:.3f}, n={metrics['n']}; wrote {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="drustage",
@@ -132,6 +180,42 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--ulna-column", default="ulna_stage", help="sheet column with ulna stages")
     imp.add_argument("--boxes", help="boxes: COCO .json, VOC .xml or folder, or .csv")
     imp.set_defaults(handler=_cmd_import)
+
+    train = sub.add_parser("train-classifier", help="train a stage/phase classifier on DRU crops")
+    train.add_argument("dataset", help="a drustage dataset with stages and boxes")
+    train.add_argument("--out", required=True, help="run directory for checkpoint, metrics and plots")
+    train.add_argument("--bone", choices=("radius", "ulna"), default="radius")
+    train.add_argument("--scheme", default="phase4", help="stage, phase4 or phase3")
+    train.add_argument("--net", default="net7", help="net1..net9, or custom with --conv and --fc")
+    train.add_argument("--conv", help="conv spec for --net custom, e.g. 32c3-64c3-64c3-128c3-128c3")
+    train.add_argument("--fc", help="fc spec for --net custom, e.g. 4096-1024")
+    train.add_argument("--dropout", type=float, default=0.5, help="dropout after each FC layer (0: none)")
+    train.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    train.add_argument("--lr", type=float, default=1e-4)
+    train.add_argument("--batch-size", type=int, default=16)
+    train.add_argument("--epochs", type=int, default=20)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--balance", action=argparse.BooleanOptionalAction, default=True,
+                       help="oversample minority classes to the majority count")
+    train.add_argument("--augment", type=int, default=5, help="epoch-size factor of shifted/scaled copies (1: none)")
+    train.add_argument("--test-per-class", type=int, help="hold out this many per class (paper: 25 radius, 50 ulna)")
+    train.add_argument("--test-fraction", type=float, default=0.2, help="held-out fraction when no count is given")
+    train.add_argument("--val-fraction", type=float, default=0.1, help="validation fraction of the training part")
+    train.add_argument("--min-stage", help="leave out earlier stages, e.g. R5 (the paper's radius set)")
+    train.add_argument("--per-class-cap", help="subsample classes, e.g. pre-peak=75,peak=75")
+    train.add_argument("--threads", type=int, help="torch CPU threads")
+    train.add_argument("--workers", type=int, default=1, help="processes for crop extraction")
+    train.add_argument("--quiet", action="store_true")
+    train.set_defaults(handler=_cmd_train_classifier)
+
+    evaluate = sub.add_parser("evaluate-classifier", help="metrics and confusion matrix of a classifier checkpoint")
+    evaluate.add_argument("checkpoint")
+    evaluate.add_argument("dataset")
+    evaluate.add_argument("--out", required=True)
+    evaluate.add_argument("--all", action="store_true", help="use every labelled crop, not only the held-out test")
+    evaluate.add_argument("--workers", type=int, default=1)
+    evaluate.add_argument("--quiet", action="store_true")
+    evaluate.set_defaults(handler=_cmd_evaluate_classifier)
     return parser
 
 
@@ -140,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (CommandError, ValueError, OSError) as error:
+    except (CommandError, ValueError, OSError, RuntimeError) as error:
         # Library errors carry the file and the problem in one line.
         print(f"drustage: error: {error}", file=sys.stderr)
         return EXIT_ERROR

@@ -51,10 +51,91 @@ def crop_region(image: np.ndarray, box: tuple[float, float, float, float], mirro
     pil = Image.fromarray(window, mode="F")
     resized = pil.resize((size[1], size[0]), Image.Resampling.BILINEAR,
                          box=(wx1 - c0, wy1 - r0, wx2 - c0, wy2 - r0))
-    crop = np.asarray(resized, dtype=np.float32)
+    crop = np.array(resized, dtype=np.float32)
     return crop[:, ::-1].copy() if mirror else crop
 
 
 def needs_mirror(laterality: str | None) -> bool:
     """Left hands are mirrored to the right-hand orientation; unknown sides are left as they are."""
     return laterality == "L"
+
+
+# Training crops keep some context around the standard window so translation and scaling
+# augmentation can move the window without running out of image.
+CONTEXT = 1.25
+CONTEXT_SIZE = (160, 120)
+
+
+def context_box(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    """The standard crop window of ``box`` enlarged ``CONTEXT`` times about its centre."""
+    x1, y1, x2, y2 = crop_window(box)
+    cx, cy, hw, hh = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 2 * CONTEXT, (y2 - y1) / 2 * CONTEXT
+    return cx - hw, cy - hh, cx + hw, cy + hh
+
+
+def context_crop(image: np.ndarray, box: tuple[float, float, float, float], mirror: bool) -> np.ndarray:
+    return crop_region(image, context_box(box), mirror, size=CONTEXT_SIZE, margin=0.0)
+
+
+def _crops_of_record(task) -> tuple[str, dict[str, np.ndarray] | str]:
+    from drustage.imaging import load_radiograph
+
+    path, image_id, boxes, laterality = task
+    try:
+        image = load_radiograph(path).image
+    except ValueError as error:
+        return image_id, str(error)
+    return image_id, {bone: context_crop(image, box, needs_mirror(laterality)) for bone, box in boxes.items()}
+
+
+def extract_context_crops(dataset, workers: int = 1, progress: bool = True,
+                          cache: bool = True) -> dict[str, dict[str, np.ndarray]]:
+    """Context crops of every boxed bone of a dataset: ``{image_id: {bone: (160, 120) array}}``.
+
+    Cached in ``DATASET/cache/`` keyed by the labels file's content, so experiments reuse them.
+    Unreadable images are reported (one line each) and skipped.
+    """
+    import hashlib
+    import sys
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
+    from drustage.io_utils import atomic_path
+
+    labels = (dataset.root / "labels.csv").read_bytes()
+    key = hashlib.sha1(labels + repr((CONTEXT, CONTEXT_SIZE, CROP_SIZE, CROP_MARGIN)).encode()).hexdigest()[:16]
+    cache_path = dataset.root / "cache" / f"crops-{key}.npz"
+    if cache and cache_path.is_file():
+        with np.load(cache_path) as stored:
+            result: dict[str, dict[str, np.ndarray]] = {}
+            for name in stored.files:
+                image_id, bone = name.rsplit("/", 1)
+                result.setdefault(image_id, {})[bone] = stored[name]
+            return result
+    tasks = [(dataset.path_of(r), r.image_id, r.boxes, r.laterality) for r in dataset.records if r.boxes]
+    result = {}
+    bar = tqdm(total=len(tasks), desc="crops", unit="img", disable=not progress)
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            outputs = list(_tracked(pool.map(_crops_of_record, tasks, chunksize=8), bar))
+    else:
+        outputs = list(_tracked(map(_crops_of_record, tasks), bar))
+    bar.close()
+    for image_id, crops in outputs:
+        if isinstance(crops, str):
+            print(f"skipped: {crops}", file=sys.stderr)
+            continue
+        result[image_id] = crops
+    if cache:
+        flat = {f"{image_id}/{bone}": crop for image_id, crops in result.items() for bone, crop in crops.items()}
+        with atomic_path(cache_path) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, **flat)
+    return result
+
+
+def _tracked(iterable, bar):
+    for item in iterable:
+        bar.update()
+        yield item

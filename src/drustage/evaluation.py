@@ -1,0 +1,98 @@
+"""Classification metrics (scikit-learn, SciPy) and the plots people read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from drustage.io_utils import atomic_path, atomic_write_text
+
+
+def accuracy_interval(correct: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for an accuracy."""
+    from scipy.stats import binomtest
+
+    if total == 0:
+        return (float("nan"), float("nan"))
+    interval = binomtest(correct, total).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
+def classification_metrics(y_true, y_pred, class_names: list[str] | tuple[str, ...]) -> dict:
+    """Accuracy with 95% CI, per-class precision/recall/F1, confusion matrix, Cohen's kappa
+    (unweighted and quadratic: classes are ordinal) and accuracy within one class."""
+    from sklearn.metrics import (accuracy_score, cohen_kappa_score, confusion_matrix,
+                                 precision_recall_fscore_support)
+
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    labels = list(range(len(class_names)))
+    correct = int((y_true == y_pred).sum())
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0)
+    agree_all = len(np.unique(np.concatenate([y_true, y_pred]))) == 1
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "accuracy_ci95": list(accuracy_interval(correct, len(y_true))),
+        "within_one_accuracy": float(np.mean(np.abs(y_true - y_pred) <= 1)),
+        "kappa": 1.0 if agree_all else float(cohen_kappa_score(y_true, y_pred, labels=labels)),
+        "kappa_quadratic": 1.0 if agree_all else float(cohen_kappa_score(y_true, y_pred, labels=labels,
+                                                                         weights="quadratic")),
+        "per_class": {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+                      for name, p, r, f, s in zip(class_names, precision, recall, f1, support)},
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "classes": list(class_names),
+    }
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion(metrics: dict, path: str | Path, title: str) -> Path:
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    plt = _figure()
+    names = metrics["classes"]
+    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(names), 1.0 + 0.65 * len(names)), dpi=110)
+    ConfusionMatrixDisplay(np.array(metrics["confusion_matrix"]), display_labels=names).plot(
+        ax=ax, colorbar=False, cmap="Blues", xticks_rotation=45)
+    low, high = metrics["accuracy_ci95"]
+    ax.set_title(f"{title}\naccuracy {metrics['accuracy']:.1%} (95% CI {low:.1%}-{high:.1%}), n={metrics['n']}",
+                 fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
+def write_learning_curves(history: list[dict], png: str | Path, csv: str | Path, title: str) -> None:
+    """Loss and accuracy per epoch for training and validation, as PNG and CSV."""
+    columns = list(history[0])
+    lines = [",".join(columns)] + [",".join(f"{row[c]:.6g}" for c in columns) for row in history]
+    atomic_write_text(csv, "\n".join(lines) + "\n")
+    plt = _figure()
+    epochs = [row["epoch"] for row in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=110)
+    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
+        left.plot(epochs, [row[key] for row in history], marker=".", label=label)
+    for key, label in (("train_accuracy", "train"), ("val_accuracy", "validation")):
+        right.plot(epochs, [row[key] for row in history], marker=".", label=label)
+    left.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
+    right.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1.02))
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

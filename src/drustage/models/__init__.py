@@ -1,0 +1,1 @@
+"""Models: spec-string classifier CNNs and the Faster R-CNN detector."""

@@ -1,0 +1,52 @@
+"""Spec-string CNN classifiers for 1x128x96 crops (the paper's architecture family)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from drustage.data.crops import CROP_SIZE
+from drustage.models.spec import NetSpec
+
+
+class StageClassifier(nn.Module):
+    """Convs (same padding, ReLU, 2x2 max-pool each), then FC layers with optional dropout.
+
+    Input ``(N, 1, H, W)`` float in [0, 1] (default 128x96); output logits ``(N, num_classes)``.
+    Weights are Xavier-uniform and biases zero, as in the paper.
+    """
+
+    def __init__(self, spec: NetSpec, num_classes: int, dropout: float = 0.5,
+                 input_size: tuple[int, int] = CROP_SIZE):
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        layers: list[nn.Module] = []
+        channels = 1
+        height, width = input_size
+        for conv in spec.conv:
+            if height < 2 or width < 2:
+                raise ValueError(f"conv spec {spec.conv_spec} pools a {input_size} input below 1 pixel")
+            layers += [nn.Conv2d(channels, conv.filters, conv.kernel, padding=conv.kernel // 2),
+                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            channels, height, width = conv.filters, height // 2, width // 2
+        self.features = nn.Sequential(*layers)
+        head: list[nn.Module] = [nn.Flatten()]
+        units = channels * height * width  # computed from the spec, never written by hand
+        for size in spec.fc:
+            head += [nn.Linear(units, size), nn.ReLU(inplace=True)]
+            if dropout > 0:
+                head.append(nn.Dropout(dropout))
+            units = size
+        head.append(nn.Linear(units, num_classes))
+        self.head = nn.Sequential(*head)
+        self.input_size = input_size
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))

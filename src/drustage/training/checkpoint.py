@@ -1,0 +1,63 @@
+"""Checkpoints that carry their config, class scheme and versions, written atomically and
+loaded with ``weights_only=True`` (no pickled code runs on load)."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+from drustage.io_utils import atomic_path
+
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt or of the wrong kind; the message names the file."""
+
+
+def library_versions() -> dict[str, str]:
+    import numpy
+    import torch
+    import torchvision
+
+    from drustage import __version__
+
+    return {"drustage": __version__, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
+            "numpy": numpy.__version__, "python": platform.python_version()}
+
+
+def save_checkpoint(path: str | Path, kind: str, state_dict: dict, **fields) -> Path:
+    """Save ``state_dict`` with plain-data ``fields`` (config, scheme, metrics...) atomically."""
+    import torch
+
+    payload = {"format": f"drustage-{kind}", "version": CHECKPOINT_VERSION, "versions": library_versions(),
+               "state_dict": state_dict, **fields}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path, kind: str) -> dict:
+    """Load and validate a checkpoint of ``kind`` (``classifier`` or ``detector``) on CPU."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: not a readable drustage checkpoint ({first_line})") from None
+    if not isinstance(payload, dict) or "format" not in payload:
+        raise CheckpointError(f"{path}: not a drustage checkpoint")
+    if payload["format"] != f"drustage-{kind}":
+        raise CheckpointError(f"{path}: is a {payload['format']} checkpoint, expected drustage-{kind}")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {payload.get('version')} is not supported "
+                              f"(this drustage reads version {CHECKPOINT_VERSION})")
+    return payload

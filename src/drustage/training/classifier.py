@@ -1,0 +1,290 @@
+"""Stage-classifier training with the paper's protocol.
+
+Stratified hold-out (fixed count or fraction per class), validation carved from training for
+model selection, optional oversampling of minority classes, on-the-fly translation/scaling
+augmentation with an epoch-size factor, Adam or SGD, and one final test evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from drustage.data.crops import CONTEXT, CROP_SIZE, extract_context_crops
+from drustage.data.layout import Dataset
+from drustage.data.splits import stratified_split
+from drustage.evaluation import classification_metrics, plot_confusion, write_learning_curves
+from drustage.io_utils import atomic_write_text
+from drustage.models.classifier import StageClassifier
+from drustage.models.spec import parse_net_spec, preset_spec
+from drustage.stages import Bone, ClassScheme, get_scheme, parse_stage
+from drustage.training.checkpoint import load_checkpoint, save_checkpoint
+
+
+@dataclass
+class ClassifierConfig:
+    bone: Bone = "radius"
+    scheme: str = "phase4"
+    net: str = "net7"  # a preset name, or "custom" with conv_spec/fc_spec
+    conv_spec: str = ""
+    fc_spec: str = ""
+    dropout: float = 0.5
+    optimizer: str = "adam"  # "adam" or "sgd"
+    lr: float = 1e-4
+    batch_size: int = 16
+    epochs: int = 20
+    seed: int = 0
+    balance: bool = True  # oversample minority classes to the majority count
+    augment: int = 5  # epoch-size factor; 1 means no augmentation
+    max_shift: float = 0.06  # translation, fraction of the crop
+    scale_range: tuple[float, float] = (0.9, 1.1)
+    test_per_class: int | None = None  # the paper: 25 radius, 50 ulna
+    test_fraction: float = 0.2  # used when test_per_class is None
+    val_fraction: float = 0.1
+    min_stage: str | None = None  # e.g. "R5": the paper's radius set has no R1-R4
+    per_class_cap: dict[str, int] | None = None  # subsample classes, e.g. the paper's set sizes
+    threads: int | None = None
+
+    def resolved_spec(self):
+        if self.net == "custom":
+            return parse_net_spec(self.conv_spec, self.fc_spec)
+        return preset_spec(self.net)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        spec = self.resolved_spec()
+        data["conv_spec"], data["fc_spec"] = spec.conv_spec, spec.fc_spec
+        data["scale_range"] = list(self.scale_range)
+        return data
+
+    def validate(self) -> None:
+        get_scheme(self.scheme, self.bone)
+        self.resolved_spec()
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be adam or sgd, got {self.optimizer!r}")
+        for name in ("lr", "batch_size", "epochs", "augment"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.min_stage is not None:
+            parse_stage(self.min_stage, self.bone)
+
+
+@dataclass
+class CropSet:
+    """Context crops of one bone with their class labels under a scheme."""
+
+    crops: torch.Tensor  # (N, 1, 160, 120) float32
+    labels: np.ndarray  # (N,) class indices
+    image_ids: list[str]
+    stages: list[str]
+    scheme: ClassScheme = field(repr=False)
+
+
+def build_crop_set(dataset: Dataset, config: ClassifierConfig, workers: int = 1, progress: bool = True) -> CropSet:
+    scheme = get_scheme(config.scheme, config.bone)
+    crops = extract_context_crops(dataset, workers=workers, progress=progress)
+    minimum = parse_stage(config.min_stage, config.bone).index if config.min_stage else 1
+    arrays, labels, ids, stages = [], [], [], []
+    for record in dataset.records:
+        stage = record.stages.get(config.bone)
+        if stage is None or record.image_id not in crops or config.bone not in crops[record.image_id]:
+            continue
+        cls = scheme.class_of(stage)
+        if cls is None or stage.index < minimum:
+            continue
+        arrays.append(crops[record.image_id][config.bone])
+        labels.append(cls)
+        ids.append(record.image_id)
+        stages.append(stage.code)
+    if not arrays:
+        raise ValueError(f"{dataset.root}: no {config.bone} crops with stages under the {config.scheme} scheme")
+    labels_arr = np.array(labels)
+    keep = np.arange(len(labels_arr))
+    if config.per_class_cap:
+        rng = np.random.default_rng(config.seed + 7919)
+        chosen = []
+        for cls, name in enumerate(scheme.classes):
+            members = keep[labels_arr == cls]
+            cap = config.per_class_cap.get(name, len(members))
+            chosen.append(np.sort(rng.permutation(members)[:cap]))
+        keep = np.sort(np.concatenate(chosen))
+    tensor = torch.from_numpy(np.stack([arrays[i] for i in keep]))[:, None]
+    return CropSet(tensor, labels_arr[keep], [ids[i] for i in keep], [stages[i] for i in keep], scheme)
+
+
+def window_batch(context: torch.Tensor, generator: torch.Generator | None, max_shift: float,
+                 scale_range: tuple[float, float]) -> torch.Tensor:
+    """Cut 128x96 windows from context crops; with a generator, randomly shifted and scaled."""
+    n = context.shape[0]
+    scale = torch.full((n,), 1.0 / CONTEXT)
+    shift = torch.zeros(n, 2)
+    if generator is not None:
+        low, high = scale_range
+        scale = scale * (low + (high - low) * torch.rand(n, generator=generator))
+        # normalised coordinates span 2 across the context; the window spans 2 / CONTEXT
+        shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * max_shift * 2 / CONTEXT
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = scale
+    theta[:, 1, 1] = scale
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, (n, 1, *CROP_SIZE), align_corners=False)
+    return F.grid_sample(context, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def balanced_indices(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Oversample every class (with replacement beyond its own items) to the majority count."""
+    counts = np.bincount(labels)
+    target = counts.max()
+    picked = []
+    for cls in np.flatnonzero(counts):
+        members = np.flatnonzero(labels == cls)
+        extra = rng.choice(members, target - len(members), replace=True) if target > len(members) else []
+        picked.append(np.concatenate([members, extra]).astype(int))
+    return np.concatenate(picked)
+
+
+def predict_logits(model: nn.Module, context: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """Logits for context crops, centre windows (no augmentation)."""
+    model.eval()
+    outputs = []
+    with torch.inference_mode():
+        for start in range(0, len(context), batch):
+            outputs.append(model(window_batch(context[start:start + batch], None, 0.0, (1.0, 1.0))))
+    return torch.cat(outputs)
+
+
+def _loss_and_accuracy(model, context, labels) -> tuple[float, float]:
+    logits = predict_logits(model, context)
+    loss = F.cross_entropy(logits, torch.from_numpy(labels)).item()
+    return loss, float((logits.argmax(1).numpy() == labels).mean())
+
+
+def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path, workers: int = 1,
+                     progress: bool = True) -> dict:
+    """Train, select on validation, test once; write checkpoint, metrics and plots to ``out``."""
+    from tqdm import tqdm
+
+    config.validate()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = build_crop_set(dataset, config, workers=workers, progress=progress)
+    scheme = data.scheme
+    test_amount = config.test_per_class if config.test_per_class is not None else config.test_fraction
+    split = stratified_split(data.labels, test=test_amount, validation=config.val_fraction, seed=config.seed)
+
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    model = StageClassifier(config.resolved_spec(), scheme.num_classes, dropout=config.dropout)
+    if config.optimizer == "adam":
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999))
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9)
+
+    train_labels = data.labels[split.train]
+    base = balanced_indices(train_labels, rng) if config.balance else np.arange(len(train_labels))
+    augmenting = config.augment > 1
+    history, best = [], {"accuracy": -1.0, "loss": math.inf, "epoch": 0, "state": None}
+    validation_context = data.crops[split.validation] if len(split.validation) else data.crops[split.train]
+    validation_labels = data.labels[split.validation] if len(split.validation) else train_labels
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = np.tile(base, config.augment)
+        order = split.train[order[rng.permutation(len(order))]]
+        total_loss, total_correct = 0.0, 0
+        batches = range(0, len(order), config.batch_size)
+        for start in tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
+                          disable=not progress):
+            index = order[start:start + config.batch_size]
+            windows = window_batch(data.crops[index], generator if augmenting else None,
+                                   config.max_shift, config.scale_range)
+            targets = torch.from_numpy(data.labels[index])
+            logits = model(windows)
+            loss = F.cross_entropy(logits, targets)
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"non-finite loss {loss.item()} at epoch {epoch}; lower the learning rate")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item() * len(index)
+            total_correct += int((logits.argmax(1) == targets).sum())
+        val_loss, val_accuracy = _loss_and_accuracy(model, validation_context, validation_labels)
+        row = {"epoch": epoch, "train_loss": total_loss / len(order), "train_accuracy": total_correct / len(order),
+               "val_loss": val_loss, "val_accuracy": val_accuracy}
+        history.append(row)
+        if progress:
+            print(f"epoch {epoch}: train loss {row['train_loss']:.3f} acc {row['train_accuracy']:.3f} | "
+                  f"val loss {val_loss:.3f} acc {val_accuracy:.3f}")
+        if (val_accuracy, -val_loss) > (best["accuracy"], -best["loss"]):
+            best = {"accuracy": val_accuracy, "loss": val_loss, "epoch": epoch,
+                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+
+    model.load_state_dict(best["state"])
+    predictions = predict_logits(model, data.crops[split.test]).argmax(1).numpy()
+    test_metrics = classification_metrics(data.labels[split.test], predictions, scheme.classes)
+    test_metrics["best_epoch"] = best["epoch"]
+    title = f"{config.bone} {config.scheme} {config.net}"
+    plot_confusion(test_metrics, out / "confusion.png", f"{title}: held-out test")
+    write_learning_curves(history, out / "curves.png", out / "curves.csv", title)
+    counts = {name: int((data.labels == i).sum()) for i, name in enumerate(scheme.classes)}
+    save_checkpoint(
+        out / "classifier.pt", "classifier", model.state_dict(),
+        config=config.to_dict(), scheme=scheme.to_dict(), input_size=list(CROP_SIZE),
+        metrics=test_metrics, history=history,
+        data={"dataset": str(dataset.root.name), "class_counts": counts,
+              "split": {"train": len(split.train), "validation": len(split.validation), "test": len(split.test)},
+              "test_ids": [data.image_ids[i] for i in split.test]},
+    )
+    atomic_write_text(out / "metrics.json", json.dumps({"config": config.to_dict(), "test": test_metrics,
+                                                        "class_counts": counts}, indent=2) + "\n")
+    return test_metrics
+
+
+def load_classifier(path: str | Path) -> tuple[StageClassifier, dict]:
+    """Rebuild a trained classifier from its checkpoint (weights only, config validated)."""
+    from drustage.stages import scheme_from_dict
+    from drustage.training.checkpoint import CheckpointError
+
+    payload = load_checkpoint(path, "classifier")
+    try:
+        scheme = scheme_from_dict(payload["scheme"])
+        config = payload["config"]
+        spec = parse_net_spec(config["conv_spec"], config["fc_spec"])
+        model = StageClassifier(spec, scheme.num_classes, dropout=config["dropout"],
+                                input_size=tuple(payload["input_size"]))
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, ValueError, RuntimeError) as error:
+        message = str(error).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: checkpoint does not match this drustage ({message})") from None
+    model.eval()
+    payload["scheme_object"] = scheme
+    return model, payload
+
+
+def evaluate_classifier(checkpoint: str | Path, dataset: Dataset, out: str | Path, held_out_only: bool = True,
+                        workers: int = 1, progress: bool = True) -> dict:
+    """Metrics of a checkpoint on a dataset: its recorded test images when present, else all."""
+    model, payload = load_classifier(checkpoint)
+    config = ClassifierConfig(**{k: (tuple(v) if k == "scale_range" else v) for k, v in payload["config"].items()})
+    data = build_crop_set(dataset, config, workers=workers, progress=progress)
+    index = np.arange(len(data.labels))
+    test_ids = set(payload.get("data", {}).get("test_ids", []))
+    if held_out_only and test_ids and test_ids & set(data.image_ids):
+        index = np.array([i for i, image_id in enumerate(data.image_ids) if image_id in test_ids])
+    predictions = predict_logits(model, data.crops[index]).argmax(1).numpy()
+    scheme = payload["scheme_object"]
+    metrics = classification_metrics(data.labels[index], predictions, scheme.classes)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_confusion(metrics, out / "confusion.png", f"{config.bone} {config.scheme}: {dataset.root.name}")
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics

@@ -1,0 +1,103 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from drustage.cli import main
+from drustage.data.crops import crop_region, extract_context_crops, needs_mirror
+from drustage.data.layout import read_dataset
+from drustage.evaluation import classification_metrics
+from drustage.imaging import load_radiograph
+from drustage.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from drustage.training.classifier import (ClassifierConfig, balanced_indices, load_classifier, train_classifier,
+                                          window_batch)
+
+TINY = dict(net="custom", conv_spec="4c3-8c3-8c3", fc_spec="16", epochs=2, augment=2, test_fraction=0.25,
+            val_fraction=0.0, batch_size=8, scheme="phase4")
+
+
+def test_centre_window_equals_the_standard_crop(quick_dataset):
+    dataset = read_dataset(quick_dataset)
+    record = dataset.records[1]
+    context = extract_context_crops(dataset, progress=False)[record.image_id]["radius"]
+    window = window_batch(torch.from_numpy(context)[None, None], None, 0.0, (1.0, 1.0))[0, 0].numpy()
+    image = load_radiograph(dataset.path_of(record)).image
+    direct = crop_region(image, record.boxes["radius"], needs_mirror(record.laterality))
+    assert np.corrcoef(window.ravel(), direct.ravel())[0, 1] > 0.97
+
+
+def test_augmented_windows_differ_but_keep_shape():
+    context = torch.rand(4, 1, 160, 120)
+    generator = torch.Generator().manual_seed(0)
+    moved = window_batch(context, generator, 0.06, (0.9, 1.1))
+    fixed = window_batch(context, None, 0.0, (1.0, 1.0))
+    assert moved.shape == fixed.shape == (4, 1, 128, 96)
+    assert not torch.allclose(moved, fixed)
+
+
+def test_balanced_indices_oversample_to_majority():
+    labels = np.array([0] * 10 + [1] * 3 + [2] * 6)
+    picked = balanced_indices(labels, np.random.default_rng(0))
+    assert np.bincount(labels[picked]).tolist() == [10, 10, 10]
+    assert set(np.flatnonzero(labels == 1)) <= set(picked)
+
+
+def test_metrics_match_definitions():
+    y_true = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    y_pred = np.array([0, 1, 1, 1, 2, 0, 3, 3])
+    metrics = classification_metrics(y_true, y_pred, ["a", "b", "c", "d"])
+    assert metrics["accuracy"] == pytest.approx(6 / 8)
+    assert metrics["within_one_accuracy"] == pytest.approx(7 / 8)
+    low, high = metrics["accuracy_ci95"]
+    assert low < 0.75 < high
+    assert metrics["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
+    assert metrics["confusion_matrix"][2] == [1, 0, 1, 0] or metrics["confusion_matrix"][2][2] == 1
+    assert metrics["kappa_quadratic"] < metrics["accuracy"] + 0.3 and -1 <= metrics["kappa"] <= 1
+
+
+def test_training_writes_everything_and_is_reproducible(quick_dataset, tmp_path):
+    dataset = read_dataset(quick_dataset)
+    metrics = train_classifier(dataset, ClassifierConfig(**TINY), tmp_path / "a", progress=False)
+    train_classifier(dataset, ClassifierConfig(**TINY), tmp_path / "b", progress=False)
+    for name in ("classifier.pt", "metrics.json", "confusion.png", "curves.png", "curves.csv"):
+        assert (tmp_path / "a" / name).is_file()
+    a = torch.load(tmp_path / "a/classifier.pt", weights_only=True)
+    b = torch.load(tmp_path / "b/classifier.pt", weights_only=True)
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key])
+    assert a["scheme"]["classes"] == ["pre-peak", "peak", "deceleration", "mature"]
+    assert a["config"]["conv_spec"] == "4c3-8c3-8c3" and a["input_size"] == [128, 96]
+    assert {"torch", "torchvision", "drustage"} <= set(a["versions"])
+    assert len((tmp_path / "a/curves.csv").read_text().splitlines()) == 3
+    assert metrics["n"] == len(a["data"]["test_ids"])
+    model, payload = load_classifier(tmp_path / "a/classifier.pt")
+    assert model(torch.rand(1, 1, 128, 96)).shape == (1, 4)
+
+
+def test_cli_train_and_evaluate(quick_dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train-classifier", str(quick_dataset), "--out", str(run), "--net", "custom", "--conv", "4c3-8c3",
+            "--fc", "16", "--epochs", "1", "--augment", "1", "--val-fraction", "0", "--test-fraction", "0.25",
+            "--bone", "ulna", "--scheme", "stage", "--quiet"]
+    assert main(args) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    assert main(["evaluate-classifier", str(run / "classifier.pt"), str(quick_dataset), "--out",
+                 str(tmp_path / "eval"), "--all", "--quiet"]) == 0
+    metrics = json.loads((tmp_path / "eval/metrics.json").read_text())
+    assert metrics["n"] == 12 and len(metrics["classes"]) == 9
+
+
+def test_bad_spec_and_checkpoints(quick_dataset, tmp_path, capsys):
+    assert main(["train-classifier", str(quick_dataset), "--out", str(tmp_path / "r"), "--net", "custom",
+                 "--conv", "4c3-8q3", "--fc", "16"]) == 1
+    assert "'8q3' at position 2" in capsys.readouterr().err
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match="corrupt.pt: not a readable"):
+        load_checkpoint(corrupt, "classifier")
+    other = save_checkpoint(tmp_path / "det.pt", "detector", {})
+    with pytest.raises(CheckpointError, match="expected drustage-classifier"):
+        load_classifier(other)
+    assert main(["evaluate-classifier", str(corrupt), str(quick_dataset), "--out", str(tmp_path / "e")]) == 1
+    assert "corrupt.pt" in capsys.readouterr().err
