@@ -156,7 +156,8 @@ def predict_logits(model: nn.Module, context: torch.Tensor, batch: int = 256) ->
     outputs = []
     with torch.inference_mode():
         for start in range(0, len(context), batch):
-            outputs.append(model(window_batch(context[start:start + batch], None, 0.0, (1.0, 1.0))))
+            windows = window_batch(context[start:start + batch], None, 0.0, (1.0, 1.0))
+            outputs.append(model(windows.contiguous(memory_format=torch.channels_last)))
     return torch.cat(outputs)
 
 
@@ -184,7 +185,9 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
+    # channels_last measured faster on CPU for training and inference (bench/bench_classifier.py)
     model = StageClassifier(config.resolved_spec(), scheme.num_classes, dropout=config.dropout)
+    model = model.to(memory_format=torch.channels_last)
     if config.optimizer == "adam":
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999))
     else:
@@ -206,7 +209,7 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
                           disable=not progress):
             index = order[start:start + config.batch_size]
             windows = window_batch(data.crops[index], generator if augmenting else None,
-                                   config.max_shift, config.scale_range)
+                                   config.max_shift, config.scale_range).contiguous(memory_format=torch.channels_last)
             targets = torch.from_numpy(data.labels[index])
             logits = model(windows)
             loss = F.cross_entropy(logits, targets)
