@@ -1,0 +1,63 @@
+import pytest
+import torch
+
+from drustage.models.detector import BACKBONES, DetectorConfig, ZFNetFeatures, best_boxes, build_detector
+
+
+def test_zfnet_features_follow_the_paper():
+    features = ZFNetFeatures()
+    convs = [m for m in features.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size[0], c.stride[0]) for c in convs] == [
+        (96, 7, 2), (256, 5, 2), (384, 3, 1), (384, 3, 1), (256, 3, 1)]
+    assert features(torch.rand(1, 1, 256, 192)).shape == (1, 256, 16, 12)  # stride 16
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_detector_trains_and_predicts_on_grey_images(backbone):
+    torch.manual_seed(0)
+    model = build_detector(DetectorConfig(backbone=backbone, min_size=128, max_size=160))
+    images = [torch.rand(1, 200, 150), torch.rand(1, 180, 160)]
+    targets = [{"boxes": torch.tensor([[20.0, 120.0, 70.0, 180.0], [80.0, 130.0, 120.0, 175.0]]),
+                "labels": torch.tensor([1, 2])}] * 2
+    model.train()
+    losses = model(images, targets)
+    assert {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"} <= set(losses)
+    assert all(torch.isfinite(v) for v in losses.values())
+    model.eval()
+    with torch.inference_mode():
+        outputs = model(images)
+    assert len(outputs) == 2 and outputs[0]["boxes"].shape[1] == 4
+    if len(outputs[0]["boxes"]):  # boxes come back in original pixels
+        assert float(outputs[0]["boxes"][:, 2].max()) <= 150 + 1e-3
+
+
+def test_unknown_backbone_and_missing_weights(tmp_path):
+    with pytest.raises(ValueError, match="zfnet, mobilenet_v3"):
+        build_detector(DetectorConfig(backbone="vgg"))
+    with pytest.raises(ValueError, match="weights file not found"):
+        build_detector(DetectorConfig(), weights=tmp_path / "none.pt")
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"nothing": torch.zeros(1)}, wrong)
+    with pytest.raises(ValueError, match="do not fit"):
+        build_detector(DetectorConfig(), weights=wrong)
+
+
+def test_local_weights_round_trip(tmp_path):
+    model = build_detector(DetectorConfig(min_size=128, max_size=160))
+    path = tmp_path / "w.pt"
+    torch.save(model.state_dict(), path)
+    again = build_detector(DetectorConfig(min_size=128, max_size=160), weights=path)
+    key = "backbone.body.0.weight"
+    assert torch.equal(model.state_dict()[key], again.state_dict()[key])
+
+
+def test_best_boxes_picks_clips_and_reports_missing():
+    output = {"boxes": torch.tensor([[10.0, 10.0, 50.0, 60.0], [12.0, 11.0, 52.0, 61.0], [-5.0, 20.0, 30.0, 400.0]]),
+              "labels": torch.tensor([1, 1, 2]), "scores": torch.tensor([0.6, 0.9, 0.3])}
+    found = best_boxes(output, (300, 200), threshold=0.5)
+    assert found["radius"].box == (12.0, 11.0, 52.0, 61.0) and found["radius"].score == pytest.approx(0.9)
+    assert found["ulna"].box is None and found["ulna"].score == pytest.approx(0.3)
+    low = best_boxes(output, (300, 200), threshold=0.2)
+    assert low["ulna"].box == (0.0, 20.0, 30.0, 300.0)
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long), "scores": torch.zeros(0)}
+    assert best_boxes(empty, (10, 10))["radius"].box is None
