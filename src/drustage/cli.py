@@ -141,6 +141,53 @@ def _cmd_evaluate_classifier(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_detector(args: argparse.Namespace) -> int:
+    from drustage.data.layout import read_dataset
+    from drustage.models.detector import DetectorConfig
+    from drustage.training.detector import DetectorTrainConfig, train_detector
+
+    config = DetectorTrainConfig(
+        model=DetectorConfig(backbone=args.backbone, min_size=args.min_size, max_size=args.max_size),
+        schedule=args.schedule, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
+        val_fraction=args.val_fraction, test_fraction=args.test_fraction, validate_every=args.validate_every,
+        augment=args.augment, seed=args.seed, threads=args.threads,
+    )
+    config.validate()
+    metrics = train_detector(read_dataset(args.dataset), config, args.out, workers=args.workers,
+                             progress=not args.quiet)
+    print(_detector_summary(metrics) + f"; wrote {args.out}/detector.pt")
+    return 0
+
+
+def _detector_summary(metrics: dict) -> str:
+    parts = [f"n={metrics['n']}"]
+    for bone in ("radius", "ulna"):
+        m = metrics[bone]
+        parts.append(f"{bone}: AP50 {m['ap_50']:.3f}, AP {m['ap_50_95']:.3f}, mean IoU {m['mean_iou']:.3f}, "
+                     f"found at IoU>=0.5 {m['detection_rate_iou50']:.1%}")
+    return "; ".join(parts)
+
+
+def _cmd_evaluate_detector(args: argparse.Namespace) -> int:
+    from drustage.data.layout import read_dataset
+    from drustage.training.detector import evaluate_detector
+
+    metrics = evaluate_detector(args.checkpoint, read_dataset(args.dataset), args.out, held_out_only=not args.all,
+                                workers=args.workers, threshold=args.threshold)
+    print(_detector_summary(metrics) + f"; wrote {args.out}")
+    return 0
+
+
+def _cmd_crop(args: argparse.Namespace) -> int:
+    from drustage.data.layout import read_dataset
+    from drustage.training.detector import write_crops
+
+    report = write_crops(read_dataset(args.dataset), args.out, detector=args.detector, threshold=args.threshold,
+                         progress=not args.quiet)
+    print(report)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="drustage",
@@ -216,6 +263,44 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--workers", type=int, default=1)
     evaluate.add_argument("--quiet", action="store_true")
     evaluate.set_defaults(handler=_cmd_evaluate_classifier)
+
+    detector = sub.add_parser("train-detector", help="train the Faster R-CNN radius/ulna detector")
+    detector.add_argument("dataset", help="a drustage dataset with radius and ulna boxes")
+    detector.add_argument("--out", required=True, help="run directory")
+    detector.add_argument("--backbone", default="zfnet", help="zfnet (the paper's), mobilenet_v3 or resnet18_fpn")
+    detector.add_argument("--schedule", choices=("joint", "alternating"), default="joint",
+                          help="end-to-end, or the paper's 4-step RPN / Fast R-CNN alternation")
+    detector.add_argument("--iterations", type=int, default=1500)
+    detector.add_argument("--batch-size", type=int, default=2)
+    detector.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (the paper's 0.01)")
+    detector.add_argument("--min-size", type=int, default=384, help="shorter image side the detector sees")
+    detector.add_argument("--max-size", type=int, default=512, help="longer image side the detector sees")
+    detector.add_argument("--val-fraction", type=float, default=0.1)
+    detector.add_argument("--test-fraction", type=float, default=0.1)
+    detector.add_argument("--validate-every", type=int, default=250)
+    detector.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
+    detector.add_argument("--seed", type=int, default=0)
+    detector.add_argument("--threads", type=int)
+    detector.add_argument("--workers", type=int, default=1, help="processes for image loading")
+    detector.add_argument("--quiet", action="store_true")
+    detector.set_defaults(handler=_cmd_train_detector)
+
+    evaluate_det = sub.add_parser("evaluate-detector", help="AP, mean IoU, detection rate and a contact sheet")
+    evaluate_det.add_argument("checkpoint")
+    evaluate_det.add_argument("dataset")
+    evaluate_det.add_argument("--out", required=True)
+    evaluate_det.add_argument("--all", action="store_true", help="every boxed radiograph, not only the held-out test")
+    evaluate_det.add_argument("--threshold", type=float, default=0.5, help="score below which a bone is not found")
+    evaluate_det.add_argument("--workers", type=int, default=1)
+    evaluate_det.set_defaults(handler=_cmd_evaluate_detector)
+
+    crop = sub.add_parser("crop", help="write classifier-ready 128x96 crops from detected or ground-truth boxes")
+    crop.add_argument("dataset")
+    crop.add_argument("--out", required=True, help="a new dataset directory: same images, boxes from the detector")
+    crop.add_argument("--detector", help="detector checkpoint (default: the dataset's own boxes)")
+    crop.add_argument("--threshold", type=float, default=0.5)
+    crop.add_argument("--quiet", action="store_true")
+    crop.set_defaults(handler=_cmd_crop)
     return parser
 
 

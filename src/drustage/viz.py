@@ -114,3 +114,42 @@ def draw_boxes(image: np.ndarray, boxes: dict[str, tuple[float, float, float, fl
         text = (captions or {}).get(bone, bone)
         draw.text((box[0], max(0, box[1] - font.size - 4)), text, fill=colour, font=font)
     return pil
+
+
+def detection_sheet(panels, out: str | Path, columns: int = 6, cell: int = 256) -> Path:
+    """Zoomed wrist views: predicted boxes (radius red, ulna blue, with scores) and, where known,
+    the true boxes in green. ``panels`` holds ``(image, detections, truth_or_None, title)``."""
+    from PIL import Image, ImageDraw
+
+    rows = max(1, -(-len(panels) // columns))
+    sheet = Image.new("RGB", (columns * cell, rows * cell), (20, 20, 20))
+    font = _font(14)
+    for index, (image, found, truth, title) in enumerate(panels):
+        boxes = [d.box for d in found.values() if d.box is not None] + list((truth or {}).values())
+        h, w = image.shape
+        if boxes:
+            x1 = min(b[0] for b in boxes); y1 = min(b[1] for b in boxes)  # noqa: E702
+            x2 = max(b[2] for b in boxes); y2 = max(b[3] for b in boxes)  # noqa: E702
+            side = max(x2 - x1, y2 - y1) * 1.6
+            cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+            view = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+        else:
+            view = (0, 0, w, h)
+        zoom = cell / (view[2] - view[0])
+        pil = Image.fromarray(to_uint8(image)).convert("RGB").crop(tuple(int(v) for v in view))
+        pil = pil.resize((cell, cell), Image.Resampling.BILINEAR)
+        draw = ImageDraw.Draw(pil)
+        shift = lambda b: [(b[0] - int(view[0])) * zoom, (b[1] - int(view[1])) * zoom,  # noqa: E731
+                           (b[2] - int(view[0])) * zoom, (b[3] - int(view[1])) * zoom]
+        for box in (truth or {}).values():
+            draw.rectangle(shift(box), outline=(60, 220, 90), width=2)
+        for bone, detection in found.items():
+            if detection.box is not None:
+                draw.rectangle(shift(detection.box), outline=BOX_COLOURS[bone], width=2)
+        missing = [b for b, d in found.items() if d.box is None]
+        label = f"{title}" + (f"  MISSING {','.join(missing)}" if missing else "")
+        draw.text((4, 4), label, fill=(255, 255, 0) if missing else (255, 255, 255), font=font)
+        sheet.paste(pil, ((index % columns) * cell, (index // columns) * cell))
+    out = Path(out)
+    save_png(out, np.asarray(sheet))
+    return out

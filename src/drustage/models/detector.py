@@ -66,9 +66,14 @@ def _roi_pool_class():
 @dataclass(frozen=True)
 class DetectorConfig:
     backbone: str = "zfnet"
-    min_size: int = 512  # shorter side after resizing, pixels
-    max_size: int = 768
-    rpn_post_nms_top_n_test: int = 300
+    min_size: int = 384  # shorter side after resizing, pixels
+    max_size: int = 512
+    # Two objects per radiograph: few proposals suffice, and each costs two FC-4096 layers.
+    rpn_pre_nms_top_n_train: int = 1000
+    rpn_post_nms_top_n_train: int = 300
+    rpn_pre_nms_top_n_test: int = 300
+    rpn_post_nms_top_n_test: int = 50
+    box_batch_size_per_image: int = 64
     box_detections_per_img: int = 20
 
     def validate(self) -> None:
@@ -87,11 +92,16 @@ def build_detector(config: DetectorConfig, weights: str | Path | None = None):
 
     config.validate()
     common = dict(num_classes=len(BONES) + 1, min_size=config.min_size, max_size=config.max_size,
-                  image_mean=[0.5], image_std=[0.25], rpn_post_nms_top_n_test=config.rpn_post_nms_top_n_test,
+                  image_mean=[0.5], image_std=[0.25],
+                  rpn_pre_nms_top_n_train=config.rpn_pre_nms_top_n_train,
+                  rpn_post_nms_top_n_train=config.rpn_post_nms_top_n_train,
+                  rpn_pre_nms_top_n_test=config.rpn_pre_nms_top_n_test,
+                  rpn_post_nms_top_n_test=config.rpn_post_nms_top_n_test,
+                  box_batch_size_per_image=config.box_batch_size_per_image,
                   box_detections_per_img=config.box_detections_per_img)
     if config.backbone == "zfnet":
         backbone = ZFNetFeatures()
-        anchors = AnchorGenerator(sizes=((32, 64, 128, 256),), aspect_ratios=((0.75, 1.0, 1.33),))
+        anchors = AnchorGenerator(sizes=((24, 40, 64, 100),), aspect_ratios=((0.75, 1.0, 1.33),))
         model = FasterRCNN(
             backbone, rpn_anchor_generator=anchors, box_roi_pool=_roi_pool_class()(7, 1 / 16),
             box_head=TwoMLPHead(256 * 7 * 7, 4096), box_predictor=FastRCNNPredictor(4096, len(BONES) + 1),

@@ -41,6 +41,7 @@ def save_checkpoint(path: str | Path, kind: str, state_dict: dict, **fields) -> 
 def load_checkpoint(path: str | Path, kind: str) -> dict:
     """Load and validate a checkpoint of ``kind`` (``classifier`` or ``detector``) on CPU."""
     import pickle
+    import struct
     import zipfile
 
     import torch
@@ -50,7 +51,8 @@ def load_checkpoint(path: str | Path, kind: str) -> dict:
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as error:
+    except (pickle.UnpicklingError, zipfile.BadZipFile, struct.error, RuntimeError, EOFError, ValueError,
+            KeyError, IndexError, TypeError) as error:  # the unpickler's failures on arbitrary bytes
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"{path}: not a readable drustage checkpoint ({first_line})") from None
     if not isinstance(payload, dict) or "format" not in payload:

@@ -1,0 +1,437 @@
+"""Detector training and evaluation, after torchvision's detection reference scripts.
+
+Joint (end-to-end) training by default, or the paper's four-step alternating schedule
+(RPN, Fast R-CNN, RPN with a frozen backbone, Fast R-CNN with a frozen backbone and RPN).
+Images are read once and kept downscaled to the detector's input size; augmentation (flip,
+affine, exposure) moves the boxes with the image.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from drustage.data.layout import Dataset, Record
+from drustage.imaging import load_radiograph
+from drustage.io_utils import atomic_write_text
+from drustage.models.detector import LABELS, DetectorConfig, best_boxes, build_detector
+from drustage.stages import BONES
+from drustage.training.checkpoint import load_checkpoint, save_checkpoint
+
+RPN_LOSSES = ("loss_objectness", "loss_rpn_box_reg")
+HEAD_LOSSES = ("loss_classifier", "loss_box_reg")
+
+
+@dataclass
+class DetectorTrainConfig:
+    model: DetectorConfig = field(default_factory=DetectorConfig)
+    schedule: str = "joint"  # "joint" or "alternating"
+    iterations: int = 1500
+    batch_size: int = 2
+    lr: float = 0.01  # the paper's SGD learning rate
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup: int = 100
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    validate_every: int = 250
+    augment: bool = True
+    seed: int = 0
+    threads: int | None = None
+
+    def validate(self) -> None:
+        self.model.validate()
+        if self.schedule not in ("joint", "alternating"):
+            raise ValueError(f"schedule must be joint or alternating, got {self.schedule!r}")
+        for name in ("iterations", "batch_size", "lr"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_resized(path: Path, max_side: int) -> tuple[np.ndarray, float]:
+    """A radiograph as uint8 with its longer side at most ``max_side``, and the scale used."""
+    return downscale(load_radiograph(path).image, max_side)
+
+
+def downscale(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """Antialiased uint8 copy with the longer side at most ``max_side``; training and inference
+    both go through here so the detector always sees the same resampling."""
+    from PIL import Image
+
+    scale = min(1.0, max_side / max(image.shape))
+    pil = Image.fromarray((image * 255 + 0.5).astype(np.uint8))
+    if scale < 1.0:
+        pil = pil.resize((round(pil.width * scale), round(pil.height * scale)), Image.Resampling.BILINEAR)
+    return np.asarray(pil), scale
+
+
+def _load_item(task):
+    path, boxes, max_side = task
+    try:
+        pixels, scale = load_resized(path, max_side)
+    except ValueError as error:
+        return str(error)
+    return pixels, {bone: tuple(v * scale for v in box) for bone, box in boxes.items()}
+
+
+class DetectionSet(torch.utils.data.Dataset):
+    """Boxed radiographs held in memory at detector resolution, as ``(image, target)`` pairs."""
+
+    def __init__(self, dataset: Dataset, records: list[Record], max_side: int, augment: bool,
+                 workers: int = 1, progress: bool = False):
+        from concurrent.futures import ProcessPoolExecutor
+
+        from tqdm import tqdm
+
+        tasks = [(dataset.path_of(r), r.boxes, max_side) for r in records]
+        if workers > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                loaded = list(tqdm(pool.map(_load_item, tasks, chunksize=8), total=len(tasks), desc="images",
+                                   disable=not progress))
+        else:
+            loaded = [_load_item(t) for t in tqdm(tasks, desc="images", disable=not progress)]
+        self.items = []
+        self.records = []
+        for record, item in zip(records, loaded):
+            if isinstance(item, str):
+                print(f"skipped: {item}")
+                continue
+            self.items.append(item)
+            self.records.append(record)
+        self.transform = _augmentation() if augment else None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        from torchvision import tv_tensors
+
+        pixels, boxes = self.items[index]
+        image = torch.from_numpy(pixels.astype(np.float32) / 255.0)[None]
+        bones = [b for b in BONES if b in boxes]
+        target = {
+            "boxes": tv_tensors.BoundingBoxes(torch.tensor([boxes[b] for b in bones], dtype=torch.float32).reshape(-1, 4),
+                                              format="XYXY", canvas_size=tuple(image.shape[-2:])),
+            "labels": torch.tensor([LABELS[b] for b in bones], dtype=torch.int64),
+        }
+        image = tv_tensors.Image(image)
+        if self.transform is not None:
+            image, target = self.transform(image, target)
+        return image.as_subclass(torch.Tensor), {"boxes": target["boxes"].as_subclass(torch.Tensor),
+                                                 "labels": target["labels"]}
+
+
+def _augmentation():
+    from torchvision.transforms import v2
+
+    return v2.Compose([
+        v2.RandomHorizontalFlip(0.5),  # a right hand is a mirrored left hand
+        v2.RandomAffine(degrees=10, translate=(0.08, 0.08), scale=(0.85, 1.15)),
+        v2.ColorJitter(brightness=0.25, contrast=0.3),
+        v2.SanitizeBoundingBoxes(min_size=4),
+    ])
+
+
+def _collate(batch):
+    return tuple(zip(*batch))
+
+
+def _set_phase(model, phase: str) -> tuple[str, ...]:
+    """Freeze what a schedule phase does not train; return the losses that phase optimises."""
+    parts = {"backbone": model.backbone, "rpn": model.rpn, "heads": model.roi_heads}
+    trains = {"joint": ("backbone", "rpn", "heads"), "rpn": ("backbone", "rpn"), "fast-rcnn": ("backbone", "heads"),
+              "rpn-shared": ("rpn",), "fast-rcnn-shared": ("heads",)}[phase]
+    for name, module in parts.items():
+        for parameter in module.parameters():
+            parameter.requires_grad_(name in trains)
+    if phase == "joint":
+        return RPN_LOSSES + HEAD_LOSSES
+    return RPN_LOSSES if phase.startswith("rpn") else HEAD_LOSSES
+
+
+def schedule_phases(config: DetectorTrainConfig) -> list[tuple[str, int]]:
+    """(phase, iterations) in order; the alternating one keeps the paper's 8000:4000:8000:4000."""
+    if config.schedule == "joint":
+        return [("joint", config.iterations)]
+    unit = config.iterations / 24
+    steps = [("rpn", 8), ("fast-rcnn", 4), ("rpn-shared", 8), ("fast-rcnn-shared", 4)]
+    return [(name, max(1, round(unit * weight))) for name, weight in steps]
+
+
+def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    from torchvision.ops import box_iou as tv_box_iou
+
+    return float(tv_box_iou(torch.tensor([a]), torch.tensor([b]))[0, 0])
+
+
+@torch.inference_mode()
+def detect(model, images: list[torch.Tensor], threshold: float = 0.5):
+    model.eval()
+    outputs = model(images)
+    return [best_boxes(o, tuple(i.shape[-2:]), threshold) for o, i in zip(outputs, images)]
+
+
+def _per_class_map(summary) -> dict[int, float]:
+    classes = summary["classes"].reshape(-1).tolist()
+    values = summary["map_per_class"].reshape(-1).tolist()
+    return dict(zip(classes, values))
+
+
+def evaluate_detector_on(model, data: DetectionSet, batch: int = 4, threshold: float = 0.5) -> dict:
+    """AP@0.5 and AP@[.5:.95] per class (torchmetrics, COCO protocol), mean IoU of the best
+    box per bone, and the detection rate at IoU >= 0.5 (a miss counts as IoU 0)."""
+    from torchmetrics.detection import MeanAveragePrecision
+
+    coco = MeanAveragePrecision(iou_type="bbox", class_metrics=True)
+    at_50 = MeanAveragePrecision(iou_type="bbox", class_metrics=True, iou_thresholds=[0.5])
+    ious: dict[str, list[float]] = {bone: [] for bone in BONES}
+    model.eval()
+    for start in range(0, len(data), batch):
+        items = [data[i] for i in range(start, min(start + batch, len(data)))]
+        with torch.inference_mode():
+            outputs = model([image for image, _ in items])
+        predictions = [{k: o[k] for k in ("boxes", "scores", "labels")} for o in outputs]
+        truths = [{"boxes": t["boxes"], "labels": t["labels"]} for _, t in items]
+        coco.update(predictions, truths)
+        at_50.update(predictions, truths)
+        for (image, target), output in zip(items, outputs):
+            best = best_boxes(output, tuple(image.shape[-2:]), threshold)
+            for bone, label in LABELS.items():
+                match = (target["labels"] == label).nonzero()
+                if len(match) == 0:
+                    continue
+                truth = tuple(target["boxes"][int(match[0])].tolist())
+                found = best[bone].box
+                ious[bone].append(box_iou(found, truth) if found is not None else 0.0)
+    coco_summary, summary_50 = coco.compute(), at_50.compute()
+    ap, ap50 = _per_class_map(coco_summary), _per_class_map(summary_50)
+    result: dict = {"n": len(data), "map_50": float(coco_summary["map_50"]), "map": float(coco_summary["map"])}
+    for bone, label in LABELS.items():
+        values = np.array(ious[bone])
+        result[bone] = {
+            "ap_50": ap50.get(label, float("nan")),
+            "ap_50_95": ap.get(label, float("nan")),
+            "mean_iou": float(values.mean()) if len(values) else float("nan"),
+            "detection_rate_iou50": float((values >= 0.5).mean()) if len(values) else float("nan"),
+        }
+    return result
+
+
+def split_records(dataset: Dataset, config: DetectorTrainConfig) -> tuple[list[Record], list[Record], list[Record]]:
+    records = [r for r in dataset.records if all(b in r.boxes for b in BONES)]
+    if len(records) < 3:
+        raise ValueError(f"{dataset.root}: need at least 3 radiographs with radius and ulna boxes, found {len(records)}")
+    order = np.random.default_rng(config.seed).permutation(len(records))
+    n_test = max(1, round(config.test_fraction * len(records)))
+    n_val = max(1, round(config.val_fraction * len(records)))
+    test = [records[i] for i in order[:n_test]]
+    val = [records[i] for i in order[n_test:n_test + n_val]]
+    train = [records[i] for i in order[n_test + n_val:]]
+    return train, val, test
+
+
+def train_detector(dataset: Dataset, config: DetectorTrainConfig, out: str | Path, workers: int = 1,
+                   progress: bool = True) -> dict:
+    from tqdm import tqdm
+
+    config.validate()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    train_records, val_records, test_records = split_records(dataset, config)
+    max_side = config.model.max_size
+    train_set = DetectionSet(dataset, train_records, max_side, config.augment, workers, progress)
+    val_set = DetectionSet(dataset, val_records, max_side, False, workers, progress)
+    generator = torch.Generator().manual_seed(config.seed)
+    loader = torch.utils.data.DataLoader(train_set, batch_size=config.batch_size, shuffle=True, collate_fn=_collate,
+                                         generator=generator, drop_last=True)
+    model = build_detector(config.model)
+    history, best = [], {"score": -1.0, "state": None, "iteration": 0}
+    iteration = 0
+    for phase, steps in schedule_phases(config):
+        wanted = _set_phase(model, phase)
+        parameters = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum,
+                                    weight_decay=config.weight_decay)
+        warmup = min(config.warmup, steps // 4)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda i: min(1.0, (i + 1) / max(1, warmup)) * 0.5 * (1 + math.cos(math.pi * i / steps)))
+        bar = tqdm(total=steps, desc=f"detector {phase}", unit="it", disable=not progress)
+        done = 0
+        while done < steps:
+            for images, targets in loader:
+                model.train()
+                losses = model(list(images), list(targets))
+                loss = sum(losses[k] for k in wanted)
+                if not torch.isfinite(loss):
+                    raise RuntimeError(f"non-finite detector loss {loss.item()} at iteration {iteration}; "
+                                       "lower the learning rate")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(parameters, 10.0)
+                optimizer.step()
+                schedule.step()
+                done += 1
+                iteration += 1
+                bar.update()
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+                if iteration % config.validate_every == 0 or done == steps:
+                    metrics = evaluate_detector_on(model, val_set)
+                    score = sum(metrics[b]["mean_iou"] for b in BONES)
+                    history.append({"iteration": iteration, "phase": phase, "loss": float(loss.item()),
+                                    **{f"val_{b}_iou": metrics[b]["mean_iou"] for b in BONES},
+                                    **{f"val_{b}_rate": metrics[b]["detection_rate_iou50"] for b in BONES}})
+                    if score > best["score"]:
+                        best = {"score": score, "iteration": iteration,
+                                "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+                if done == steps:
+                    break
+        bar.close()
+    model.load_state_dict(best["state"])
+    _set_phase(model, "joint")
+    test_set = DetectionSet(dataset, test_records, max_side, False, workers, progress)
+    test_metrics = evaluate_detector_on(model, test_set)
+    test_metrics["best_iteration"] = best["iteration"]
+    save_checkpoint(out / "detector.pt", "detector", model.state_dict(), config=_plain(config.to_dict()),
+                    metrics=test_metrics, history=history,
+                    data={"dataset": dataset.root.name, "train": len(train_set), "validation": len(val_set),
+                          "test_ids": [r.image_id for r in test_records]})
+    atomic_write_text(out / "metrics.json", json.dumps({"config": config.to_dict(), "test": test_metrics,
+                                                        "history": history}, indent=2) + "\n")
+    return test_metrics
+
+
+def _plain(value):
+    """Tuples to lists, so a config survives ``weights_only`` loading as plain data."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def load_detector(path: str | Path):
+    from drustage.training.checkpoint import CheckpointError
+
+    payload = load_checkpoint(path, "detector")
+    try:
+        model_config = DetectorConfig(**payload["config"]["model"])
+        model = build_detector(model_config)
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        message = str(error).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: checkpoint does not match this drustage ({message})") from None
+    model.eval()
+    return model, payload
+
+
+class Detector:
+    """A trained detector applied to whole radiographs of any size; boxes in original pixels."""
+
+    def __init__(self, checkpoint: str | Path, threshold: float = 0.5):
+        self.model, self.payload = load_detector(checkpoint)
+        self.max_side = self.payload["config"]["model"]["max_size"]
+        self.threshold = threshold
+
+    def __call__(self, image: np.ndarray):
+        pixels, scale = downscale(image, self.max_side)
+        tensor = torch.from_numpy(pixels.astype(np.float32) / 255.0)[None]
+        found = detect(self.model, [tensor], self.threshold)[0]
+        return {bone: replace(d, box=None if d.box is None else tuple(v / scale for v in d.box))
+                for bone, d in found.items()}
+
+
+def evaluate_detector(checkpoint: str | Path, dataset: Dataset, out: str | Path, held_out_only: bool = True,
+                      workers: int = 1, threshold: float = 0.5) -> dict:
+    """Metrics of a detector checkpoint on a dataset (its recorded test images when present) and
+    a contact sheet of predicted (colour) against true (green) boxes."""
+    from drustage.viz import detection_sheet
+
+    model, payload = load_detector(checkpoint)
+    records = [r for r in dataset.records if all(b in r.boxes for b in BONES)]
+    test_ids = set(payload.get("data", {}).get("test_ids", []))
+    if held_out_only and test_ids and any(r.image_id in test_ids for r in records):
+        records = [r for r in records if r.image_id in test_ids]
+    if not records:
+        raise ValueError(f"{dataset.root}: no radiographs with radius and ulna boxes to evaluate on")
+    data = DetectionSet(dataset, records, payload["config"]["model"]["max_size"], False, workers)
+    metrics = evaluate_detector_on(model, data, threshold=threshold)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    panels = []
+    for index in range(min(len(data), 24)):
+        image, target = data[index]
+        found = detect(model, [image], threshold)[0]
+        truth = {bone: tuple(target["boxes"][i].tolist()) for i, bone in enumerate(BONES)}
+        panels.append((image[0].numpy(), found, truth, data.records[index].image_id))
+    detection_sheet(panels, out / "detections.png")
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def write_crops(dataset: Dataset, out: str | Path, detector: str | Path | None = None, threshold: float = 0.5,
+                progress: bool = True) -> str:
+    """A new dataset in ``out`` over the same images whose boxes come from ``detector`` (or the
+    dataset's own boxes), plus the 128x96 crops as PNG and ``crops.csv``. Classifiers trained on
+    it see what the detector really produces."""
+    import csv
+    import io
+    import os
+
+    from tqdm import tqdm
+
+    from drustage.data.crops import crop_region, needs_mirror
+    from drustage.data.layout import write_labels, write_manifest
+    from drustage.imaging import RadiographError, to_uint8
+    from drustage.io_utils import save_png
+
+    out = Path(out)
+    (out / "crops").mkdir(parents=True, exist_ok=True)
+    find = Detector(detector, threshold) if detector else None
+    records, rows, problems = [], [], []
+    for record in tqdm(dataset.records, desc="crops", unit="img", disable=not progress):
+        try:
+            image = load_radiograph(dataset.path_of(record)).image
+        except RadiographError as error:
+            problems.append(str(error))
+            continue
+        if find is None:
+            boxes = dict(record.boxes)
+            scores = {bone: 1.0 for bone in boxes}
+        else:
+            found = find(image)
+            boxes = {bone: d.box for bone, d in found.items() if d.box is not None}
+            scores = {bone: d.score for bone, d in found.items()}
+            problems += [f"{record.file}: {bone} not found (best score {found[bone].score:.2f})"
+                         for bone in BONES if bone not in boxes]
+        for bone, box in boxes.items():
+            name = f"crops/{bone}/{record.image_id}.png"
+            save_png(out / name, to_uint8(crop_region(image, box, needs_mirror(record.laterality))))
+            truth = record.boxes.get(bone)
+            rows.append({"image_id": record.image_id, "bone": bone, "file": name,
+                         "stage": record.stages[bone].code if bone in record.stages else "",
+                         "score": f"{scores[bone]:.4f}",
+                         "iou_to_label": f"{box_iou(box, truth):.4f}" if truth else ""})
+        relative = os.path.relpath(dataset.path_of(record), out)
+        records.append(replace(record, file=relative, boxes=boxes))
+    write_labels(out, records)
+    write_manifest(out, source="drustage crop", boxes="detector" if detector else "labels",
+                   dataset=dataset.root.name)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["image_id", "bone", "file", "stage", "score", "iou_to_label"],
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "crops.csv", buffer.getvalue())
+    lines = [f"wrote {len(rows)} crops of {len(records)} radiographs to {out}"] + problems
+    return "\n".join(lines)

@@ -1,0 +1,28 @@
+import os
+import stat
+
+import pytest
+
+from drustage.io_utils import atomic_path, atomic_write_text
+
+
+def test_atomic_write_replaces_whole_file_with_normal_permissions(tmp_path):
+    path = tmp_path / "out.txt"
+    atomic_write_text(path, "first")
+    atomic_write_text(path, "second")
+    assert path.read_text() == "second"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_failed_write_leaves_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "out.txt"
+    atomic_write_text(path, "good")
+    with pytest.raises(RuntimeError):
+        with atomic_path(path) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash while writing")
+    assert path.read_text() == "good"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]

@@ -1,0 +1,88 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from drustage.cli import main
+from drustage.data.layout import read_dataset
+from drustage.models.detector import DetectorConfig, build_detector
+from drustage.training.detector import (DetectionSet, DetectorTrainConfig, _set_phase, schedule_phases,
+                                        train_detector)
+
+TINY = DetectorConfig(min_size=160, max_size=200)
+
+
+def test_alternating_schedule_keeps_paper_ratio():
+    phases = schedule_phases(DetectorTrainConfig(schedule="alternating", iterations=2400))
+    assert phases == [("rpn", 800), ("fast-rcnn", 400), ("rpn-shared", 800), ("fast-rcnn-shared", 400)]
+    assert schedule_phases(DetectorTrainConfig(iterations=10)) == [("joint", 10)]
+
+
+def test_phases_freeze_the_right_parts():
+    model = build_detector(TINY)
+    losses = _set_phase(model, "rpn-shared")
+    assert losses == ("loss_objectness", "loss_rpn_box_reg")
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert all(p.requires_grad for p in model.rpn.parameters())
+    assert not any(p.requires_grad for p in model.roi_heads.parameters())
+    assert _set_phase(model, "fast-rcnn") == ("loss_classifier", "loss_box_reg")
+    assert all(p.requires_grad for p in model.backbone.parameters())
+
+
+def test_augmentation_moves_boxes_with_the_image(quick_dataset):
+    dataset = read_dataset(quick_dataset)
+    plain = DetectionSet(dataset, list(dataset.records[:3]), 200, augment=False)
+    moved = DetectionSet(dataset, list(dataset.records[:3]), 200, augment=True)
+    torch.manual_seed(1)
+    for index in range(3):
+        image, target = plain[index]
+        assert image.shape[0] == 1 and max(image.shape[1:]) <= 200
+        assert target["labels"].tolist() == [1, 2]
+        for box in target["boxes"]:  # the true box holds bright bone
+            x1, y1, x2, y2 = box.int().tolist()
+            assert image[0, y1:y2, x1:x2].mean() > image[0].mean()
+        aug_image, aug_target = moved[index]
+        for box in aug_target["boxes"]:
+            x1, y1, x2, y2 = box.int().tolist()
+            assert 0 <= x1 < x2 <= aug_image.shape[2] and 0 <= y1 < y2 <= aug_image.shape[1]
+            assert aug_image[0, y1:y2, x1:x2].mean() > aug_image[0].mean()
+
+
+def test_train_evaluate_and_crop(quick_dataset, tmp_path, capsys):
+    dataset = read_dataset(quick_dataset)
+    config = DetectorTrainConfig(model=TINY, iterations=3, validate_every=3, batch_size=2, warmup=1)
+    metrics = train_detector(dataset, config, tmp_path / "det", progress=False)
+    assert {"radius", "ulna", "map_50"} <= set(metrics)
+    payload = torch.load(tmp_path / "det/detector.pt", weights_only=True)
+    assert payload["config"]["model"]["backbone"] == "zfnet" and payload["format"] == "drustage-detector"
+    assert main(["evaluate-detector", str(tmp_path / "det/detector.pt"), str(quick_dataset), "--out",
+                 str(tmp_path / "eval"), "--all"]) == 0
+    assert (tmp_path / "eval/detections.png").is_file()
+    assert json.loads((tmp_path / "eval/metrics.json").read_text())["n"] == 12
+    # an untrained detector finds little: crop reports the misses and still writes what it has
+    assert main(["crop", str(quick_dataset), "--out", str(tmp_path / "detected"), "--detector",
+                 str(tmp_path / "det/detector.pt"), "--threshold", "0.99", "--quiet"]) == 0
+    assert "not found" in capsys.readouterr().out
+    assert len(read_dataset(tmp_path / "detected").records) == 12
+
+
+def test_crop_from_labels_trains_a_classifier(quick_dataset, tmp_path):
+    out = tmp_path / "crops"
+    assert main(["crop", str(quick_dataset), "--out", str(out), "--quiet"]) == 0
+    rows = (out / "crops.csv").read_text().splitlines()
+    assert len(rows) == 1 + 24 and all(r.endswith(",1.0000") for r in rows[1:])
+    from PIL import Image
+
+    assert np.asarray(Image.open(out / "crops/radius" / f"{read_dataset(out).records[0].image_id}.png")).shape == (128, 96)
+    assert main(["train-classifier", str(out), "--out", str(tmp_path / "clf"), "--net", "custom", "--conv", "4c3",
+                 "--fc", "8", "--epochs", "1", "--augment", "1", "--val-fraction", "0", "--quiet"]) == 0
+
+
+def test_detector_bad_inputs(quick_dataset, tmp_path, capsys):
+    assert main(["train-detector", str(quick_dataset), "--out", str(tmp_path / "x"), "--backbone", "vgg"]) == 1
+    assert "unknown backbone" in capsys.readouterr().err
+    classifier_like = tmp_path / "c.pt"
+    classifier_like.write_bytes(b"junk")
+    assert main(["evaluate-detector", str(classifier_like), str(quick_dataset), "--out", str(tmp_path / "e")]) == 1
+    assert "c.pt" in capsys.readouterr().err
