@@ -153,3 +153,92 @@ def detection_sheet(panels, out: str | Path, columns: int = 6, cell: int = 256) 
     out = Path(out)
     save_png(out, np.asarray(sheet))
     return out
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width) or [""]
+
+
+def heatmap_rgb(crop: np.ndarray, heat: np.ndarray | None) -> np.ndarray:
+    """A crop as RGB, with a Grad-CAM heatmap blended in when given (red = most influential)."""
+    grey = to_uint8(crop)
+    rgb = np.stack([grey] * 3, -1).astype(np.float32)
+    if heat is not None:
+        import matplotlib
+
+        colour = matplotlib.colormaps["jet"](np.clip(heat, 0, 1))[..., :3] * 255
+        rgb = 0.55 * rgb + 0.45 * colour
+    return rgb.clip(0, 255).astype(np.uint8)
+
+
+def render_overlay(image: np.ndarray, report: dict, crops: dict[str, np.ndarray],
+                   heatmaps: dict[str, np.ndarray] | None = None, height: int = 900):
+    """The result picture: radiograph with boxes and labels, the two crops enlarged at the side,
+    stage/phase/confidence, bracing guidance and any review flags. Returns a PIL RGB image."""
+    from PIL import Image, ImageDraw
+
+    h, w = image.shape
+    scale = height / h
+    view = Image.fromarray(to_uint8(image)).convert("RGB").resize((max(1, round(w * scale)), height),
+                                                                  Image.Resampling.BILINEAR)
+    draw = ImageDraw.Draw(view)
+    font = _font(18)
+    for bone in BONES:
+        result = report[bone]
+        if result["box"] is None:
+            continue
+        box = [v * scale for v in result["box"]]
+        colour = BOX_COLOURS[bone]
+        draw.rectangle(box, outline=colour, width=3)
+        label = f"{bone} {result['prediction']} ({result['confidence']:.0%})"
+        bbox = draw.textbbox((box[0], box[1] - 24), label, font=font)
+        draw.rectangle(bbox, fill=(0, 0, 0))
+        draw.text((box[0], box[1] - 24), label, fill=colour, font=font)
+    panel_w = 420
+    panel = Image.new("RGB", (panel_w, height), (24, 26, 30))
+    pdraw = ImageDraw.Draw(panel)
+    y = 12
+    pdraw.text((12, y), "drustage: DRU skeletal maturity", fill=(255, 255, 255), font=_font(20))
+    y += 34
+    for bone in BONES:
+        result = report[bone]
+        colour = BOX_COLOURS[bone]
+        if bone in crops:
+            tile = Image.fromarray(heatmap_rgb(crops[bone], (heatmaps or {}).get(bone))).resize((192, 256))
+            panel.paste(tile, (12, y))
+            lines = [bone.upper(), f"{result['prediction']}", f"phase: {result['phase']}",
+                     f"confidence: {result['confidence']:.0%}", f"detector: {result['detection_score']:.2f}"]
+            for k, line in enumerate(lines):
+                pdraw.text((216, y + 4 + 26 * k), line, fill=colour if k == 0 else (230, 230, 230), font=_font(18))
+            top = sorted(result["probabilities"].items(), key=lambda kv: -kv[1])[:4]
+            for k, (name, p) in enumerate(top):
+                yy = y + 142 + 22 * k
+                pdraw.rectangle((216, yy + 4, 216 + int(120 * p), yy + 16), fill=colour)
+                pdraw.text((340, yy), f"{name} {p:.0%}"[:18], fill=(200, 200, 200), font=_font(13))
+        else:
+            pdraw.text((12, y), f"{bone.upper()}: NOT FOUND", fill=(255, 190, 0), font=_font(20))
+        y += 270
+    guidance = report.get("guidance")
+    if guidance:
+        pdraw.text((12, y), f"Guidance: {guidance['action']}", fill=(255, 255, 255), font=_font(18))
+        y += 26
+        for line in _wrap(guidance["wording"], 44)[:6]:
+            pdraw.text((12, y), line, fill=(210, 210, 210), font=_font(14))
+            y += 18
+        for line in _wrap(guidance["disclaimer"], 50)[:3]:
+            pdraw.text((12, y), line, fill=(150, 150, 150), font=_font(12))
+            y += 15
+    if report.get("needs_review"):
+        y += 6
+        pdraw.text((12, y), "REVIEW NEEDED", fill=(255, 190, 0), font=_font(18))
+        y += 24
+        for reason in report["review_reasons"]:
+            for line in _wrap(reason, 50):
+                pdraw.text((12, y), line, fill=(255, 210, 120), font=_font(13))
+                y += 16
+    sheet = Image.new("RGB", (view.width + panel_w, height))
+    sheet.paste(view, (0, 0))
+    sheet.paste(panel, (view.width, 0))
+    return sheet

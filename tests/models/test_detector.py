@@ -4,8 +4,10 @@ import torch
 from drustage.models.detector import BACKBONES, DetectorConfig, ZFNetFeatures, best_boxes, build_detector
 
 
-def test_zfnet_features_follow_the_paper():
-    features = ZFNetFeatures()
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_zfnet_features_follow_the_paper(batch_norm):
+    features = ZFNetFeatures(batch_norm=batch_norm)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in features.modules()) == batch_norm
     convs = [m for m in features.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [(c.out_channels, c.kernel_size[0], c.stride[0]) for c in convs] == [
         (96, 7, 2), (256, 5, 2), (384, 3, 1), (384, 3, 1), (256, 3, 1)]

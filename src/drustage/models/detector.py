@@ -22,24 +22,33 @@ BACKBONES = ("zfnet", "mobilenet_v3", "resnet18_fpn")
 
 class ZFNetFeatures(nn.Module):
     """ZFNet conv1-conv5 as the paper describes: 96x7x7/2, pool 3/2, 256x5x5/2, pool 3/2,
-    then 3x3 convs of 384, 384, 256. Output stride 16, 256 channels."""
+    then 3x3 convs of 384, 384, 256. Output stride 16, 256 channels.
 
-    def __init__(self, in_channels: int = 1):
+    The paper started from ImageNet weights; with none to download, ``batch_norm`` (default)
+    adds BatchNorm after each conv and He initialisation so the net trains from scratch. With
+    ``batch_norm=False`` it is the plain net with the paper's Gaussian (std 0.01) initialisation.
+    """
+
+    def __init__(self, in_channels: int = 1, batch_norm: bool = True):
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(in_channels, 96, 7, stride=2, padding=3), nn.ReLU(inplace=True),
-            nn.MaxPool2d(3, stride=2, padding=1),
-            nn.Conv2d(96, 256, 5, stride=2, padding=2), nn.ReLU(inplace=True),
-            nn.MaxPool2d(3, stride=2, padding=1),
-            nn.Conv2d(256, 384, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(384, 384, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),
-        )
+        layers: list[nn.Module] = []
+        for index, (out, kernel, stride) in enumerate(((96, 7, 2), (256, 5, 2), (384, 3, 1), (384, 3, 1), (256, 3, 1))):
+            layers.append(nn.Conv2d(in_channels, out, kernel, stride=stride, padding=kernel // 2, bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(out))
+            layers.append(nn.ReLU(inplace=True))
+            if index < 2:
+                layers.append(nn.MaxPool2d(3, stride=2, padding=1))
+            in_channels = out
+        self.body = nn.Sequential(*layers)
         self.out_channels = 256
         for module in self.modules():
-            if isinstance(module, nn.Conv2d):  # the paper: Gaussian initialisation
-                nn.init.normal_(module.weight, std=0.01)
-                nn.init.zeros_(module.bias)
+            if isinstance(module, nn.Conv2d):
+                if batch_norm:
+                    nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                else:
+                    nn.init.normal_(module.weight, std=0.01)
+                    nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -75,6 +84,8 @@ class DetectorConfig:
     rpn_post_nms_top_n_test: int = 50
     box_batch_size_per_image: int = 64
     box_detections_per_img: int = 20
+    representation_size: int = 4096  # the paper's two FC-4096 layers; smaller trains faster
+    batch_norm: bool = True  # ZFNet only: see ZFNetFeatures
 
     def validate(self) -> None:
         if self.backbone not in BACKBONES:
@@ -100,11 +111,12 @@ def build_detector(config: DetectorConfig, weights: str | Path | None = None):
                   box_batch_size_per_image=config.box_batch_size_per_image,
                   box_detections_per_img=config.box_detections_per_img)
     if config.backbone == "zfnet":
-        backbone = ZFNetFeatures()
+        backbone = ZFNetFeatures(batch_norm=config.batch_norm)
         anchors = AnchorGenerator(sizes=((24, 40, 64, 100),), aspect_ratios=((0.75, 1.0, 1.33),))
         model = FasterRCNN(
             backbone, rpn_anchor_generator=anchors, box_roi_pool=_roi_pool_class()(7, 1 / 16),
-            box_head=TwoMLPHead(256 * 7 * 7, 4096), box_predictor=FastRCNNPredictor(4096, len(BONES) + 1),
+            box_head=TwoMLPHead(256 * 7 * 7, config.representation_size),
+            box_predictor=FastRCNNPredictor(config.representation_size, len(BONES) + 1),
             num_classes=None, **{k: v for k, v in common.items() if k != "num_classes"},
         )
     elif config.backbone == "mobilenet_v3":

@@ -1,0 +1,77 @@
+"""Detector speed on CPU for each backbone: latency per radiograph (median of 20 after warm-up)
+and training time per 100 iterations (batch 2), on full-size phantoms.
+
+    python bench/bench_detector.py [--backbones zfnet mobilenet_v3 resnet18_fpn] [--iterations 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from drustage.data.layout import read_dataset
+from drustage.models.detector import BACKBONES, DetectorConfig, build_detector
+from drustage.synth.writer import SynthConfig, generate_dataset
+from drustage.training.detector import DetectionSet, _collate, downscale
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbones", nargs="+", default=list(BACKBONES))
+    parser.add_argument("--iterations", type=int, default=20, help="training iterations timed (scaled to 100)")
+    parser.add_argument("--min-size", type=int, default=384)
+    parser.add_argument("--max-size", type=int, default=512)
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        generate_dataset(folder, SynthConfig(count=24, seed=5), workers=2, progress=False)
+        dataset = read_dataset(folder)
+        from drustage.imaging import load_radiograph
+
+        full = [load_radiograph(dataset.path_of(r)).image for r in dataset.records[:4]]
+        data = DetectionSet(dataset, list(dataset.records), args.max_size, augment=True)
+        for backbone in args.backbones:
+            torch.manual_seed(0)
+            model = build_detector(DetectorConfig(backbone=backbone, min_size=args.min_size, max_size=args.max_size))
+            model.eval()
+            times = []
+            with torch.inference_mode():
+                for i in range(25):  # 5 warm-up, 20 timed; includes the downscale from full size
+                    start = time.perf_counter()
+                    pixels, _ = downscale(full[i % len(full)], args.max_size)
+                    model([torch.from_numpy(pixels.astype(np.float32) / 255)[None]])
+                    if i >= 5:
+                        times.append(time.perf_counter() - start)
+            loader = torch.utils.data.DataLoader(data, batch_size=2, shuffle=True, collate_fn=_collate)
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.005, momentum=0.9)
+            model.train()
+            done, start = 0, time.perf_counter()
+            while done < args.iterations:
+                for images, targets in loader:
+                    loss = sum(model(list(images), list(targets)).values())
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                    done += 1
+                    if done == args.iterations:
+                        break
+            per_100 = (time.perf_counter() - start) / args.iterations * 100
+            parameters = sum(p.numel() for p in model.parameters()) / 1e6
+            rows.append((backbone, f"{parameters:.1f}", f"{statistics.median(times) * 1000:.0f}",
+                         f"{np.percentile(times, 95) * 1000:.0f}", f"{per_100:.0f}"))
+    print(f"detector input {args.min_size}-{args.max_size} px, CPU threads {torch.get_num_threads()}")
+    header = ("backbone", "params (M)", "latency median (ms)", "latency p95 (ms)", "train s / 100 it")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    print(" | ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print("-+-".join("-" * w for w in widths))
+    for row in rows:
+        print(" | ".join(c.ljust(w) for c, w in zip(row, widths)))
+
+
+if __name__ == "__main__":
+    main()

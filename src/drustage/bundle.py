@@ -1,0 +1,125 @@
+"""Model bundles: one directory (or .zip) holding the detector and both classifiers.
+
+::
+
+    BUNDLE/
+      bundle.json     format, version, files, class schemes, metrics, training-data summary, versions
+      detector.pt     drustage-detector checkpoint
+      radius.pt       drustage-classifier checkpoint (bone radius)
+      ulna.pt         drustage-classifier checkpoint (bone ulna)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from drustage.io_utils import atomic_path, atomic_write_text
+from drustage.stages import BONES
+
+BUNDLE_FORMAT = "drustage-bundle"
+BUNDLE_VERSION = 1
+MANIFEST = "bundle.json"
+FILES = {"detector": "detector.pt", "radius": "radius.pt", "ulna": "ulna.pt"}
+
+
+class BundleError(ValueError):
+    """A bundle is incomplete or inconsistent; the message names what is wrong."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    root: Path
+    manifest: dict
+    fingerprint: str  # sha256 over the manifest and checkpoints
+
+    def path(self, part: str) -> Path:
+        return self.root / FILES[part]
+
+
+def _sha256(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def assemble_bundle(out: str | Path, detector: str | Path, radius: str | Path, ulna: str | Path,
+                    archive: bool = False) -> Path:
+    """Copy and validate three checkpoints into a bundle directory (and optionally a .zip)."""
+    from drustage.training.checkpoint import load_checkpoint
+
+    sources = {"detector": Path(detector), "radius": Path(radius), "ulna": Path(ulna)}
+    payloads = {"detector": load_checkpoint(sources["detector"], "detector")}
+    for bone in BONES:
+        payload = load_checkpoint(sources[bone], "classifier")
+        if payload["config"]["bone"] != bone:
+            raise BundleError(f"{sources[bone]}: is a {payload['config']['bone']} classifier, expected {bone}")
+        payloads[bone] = payload
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for part, source in sources.items():
+        with atomic_path(out / FILES[part]) as tmp:
+            shutil.copyfile(source, tmp)
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "version": BUNDLE_VERSION,
+        "files": FILES,
+        "detector": {"config": payloads["detector"]["config"], "metrics": payloads["detector"].get("metrics"),
+                     "data": {k: v for k, v in payloads["detector"].get("data", {}).items() if k != "test_ids"}},
+        **{bone: {"scheme": payloads[bone]["scheme"], "config": payloads[bone]["config"],
+                  "metrics": payloads[bone].get("metrics"),
+                  "data": {k: v for k, v in payloads[bone].get("data", {}).items() if k != "test_ids"}}
+           for bone in BONES},
+        "versions": payloads["detector"]["versions"],
+    }
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    if archive:
+        with atomic_path(out.with_suffix(".zip")) as tmp:
+            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as handle:
+                for name in [MANIFEST, *FILES.values()]:
+                    handle.write(out / name, name)
+    return out
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Open and validate a bundle directory or .zip; raises ``BundleError`` naming the problem."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".zip":
+        try:
+            with zipfile.ZipFile(path) as handle:
+                names = set(handle.namelist())
+                missing = {MANIFEST, *FILES.values()} - names
+                if missing:
+                    raise BundleError(f"{path}: archive lacks {', '.join(sorted(missing))}")
+                target = Path(tempfile.mkdtemp(prefix="drustage-bundle-"))
+                for name in [MANIFEST, *FILES.values()]:
+                    (target / name).write_bytes(handle.read(name))  # fixed names: no path from the archive
+        except zipfile.BadZipFile:
+            raise BundleError(f"{path}: not a zip archive") from None
+        path = target
+    if not path.is_dir():
+        raise BundleError(f"{path}: no such bundle directory")
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"{path}: not a drustage bundle (no {MANIFEST})")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as error:
+        raise BundleError(f"{manifest_path}: invalid JSON ({error})") from None
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{manifest_path}: format is {manifest.get('format')!r}, expected {BUNDLE_FORMAT}")
+    if manifest.get("version") != BUNDLE_VERSION:
+        raise BundleError(f"{manifest_path}: bundle version {manifest.get('version')} is not supported")
+    missing = [name for name in FILES.values() if not (path / name).is_file()]
+    if missing:
+        raise BundleError(f"{path}: bundle lacks {', '.join(missing)}")
+    fingerprint = _sha256([manifest_path, *(path / name for name in FILES.values())])
+    return Bundle(path, manifest, fingerprint)

@@ -1,0 +1,225 @@
+"""``drustage demo``: phantoms -> detector and classifiers -> evaluation -> predictions -> HTML report.
+
+Each step writes its outputs plus a ``.done.json`` holding the settings it ran with; a re-run
+skips a step whose settings are unchanged, so an interrupted demo resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from drustage.io_utils import atomic_write_text
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    phantoms: int
+    image_scale: float
+    detector_iterations: int
+    detector_min_size: int
+    detector_max_size: int
+    classifier_epochs: int
+    classifier_augment: int
+    radius_net: str
+    ulna_net: str
+    predict_phantoms: int
+    predict_real: int
+    seed: int = 0
+
+
+DEMO = DemoConfig(phantoms=360, image_scale=0.6, detector_iterations=900, detector_min_size=320,
+                  detector_max_size=416, classifier_epochs=12, classifier_augment=3, radius_net="net7",
+                  ulna_net="net8", predict_phantoms=6, predict_real=8)
+QUICK = DemoConfig(phantoms=48, image_scale=0.4, detector_iterations=120, detector_min_size=224,
+                   detector_max_size=288, classifier_epochs=3, classifier_augment=1, radius_net="net1",
+                   ulna_net="net1", predict_phantoms=3, predict_real=2)
+
+
+def default_real_folder() -> Path | None:
+    """``../shared/data/real`` beside the current directory or beside the source checkout."""
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        candidate = base.parent / "shared" / "data" / "real"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def _step(out: Path, name: str, settings: dict, log) -> bool:
+    """True when step ``name`` must run (no record of it, or it ran with other settings)."""
+    marker = out / name / ".done.json"
+    if marker.is_file() and json.loads(marker.read_text()) == settings:
+        log(f"[{name}] already done with these settings: reusing {out / name}")
+        return False
+    log(f"[{name}] running ...")
+    return True
+
+
+def _finish(out: Path, name: str, settings: dict) -> None:
+    atomic_write_text(out / name / ".done.json", json.dumps(settings, sort_keys=True))
+
+
+def run_demo(out: str | Path, quick: bool = False, real: Path | None = None, workers: int | None = None,
+             log=print) -> Path:
+    from drustage.bundle import assemble_bundle, load_bundle
+    from drustage.data.layout import read_dataset
+    from drustage.models.detector import DetectorConfig
+    from drustage.pipeline import Predictor, predict_files
+    from drustage.synth.writer import SynthConfig, generate_dataset
+    from drustage.training.classifier import ClassifierConfig, train_classifier
+    from drustage.training.detector import DetectorTrainConfig, evaluate_detector, train_detector
+
+    config = QUICK if quick else DEMO
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    workers = workers or os.cpu_count() or 1
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    settings = {"count": config.phantoms, "scale": config.image_scale, "seed": config.seed}
+    if _step(out, "phantoms", settings, log):
+        t = time.perf_counter()
+        generate_dataset(out / "phantoms", SynthConfig(count=config.phantoms, seed=config.seed,
+                                                       image_scale=config.image_scale), workers=workers,
+                         progress=True, preset="demo-quick" if quick else "demo")
+        _finish(out, "phantoms", settings)
+        timings["phantoms"] = time.perf_counter() - t
+    dataset = read_dataset(out / "phantoms")
+
+    detector_config = DetectorTrainConfig(
+        model=DetectorConfig(min_size=config.detector_min_size, max_size=config.detector_max_size),
+        iterations=config.detector_iterations, validate_every=max(config.detector_iterations // 3, 1),
+        warmup=min(50, config.detector_iterations // 4), seed=config.seed)
+    settings = {"phantoms": config.phantoms, **json.loads(json.dumps(detector_config.to_dict()))}
+    if _step(out, "detector", settings, log):
+        t = time.perf_counter()
+        train_detector(dataset, detector_config, out / "detector", workers=workers)
+        _finish(out, "detector", settings)
+        timings["detector"] = time.perf_counter() - t
+
+    classifier_settings = {
+        "radius": dict(bone="radius", scheme="phase4", net=config.radius_net, lr=1e-4),
+        "ulna": dict(bone="ulna", scheme="phase3", net=config.ulna_net, lr=1e-4),
+    }
+    for bone, chosen in classifier_settings.items():
+        classifier_config = ClassifierConfig(epochs=config.classifier_epochs, augment=config.classifier_augment,
+                                             test_fraction=0.2, val_fraction=0.15, seed=config.seed, **chosen)
+        settings = {"phantoms": config.phantoms, **classifier_config.to_dict()}
+        if _step(out, bone, settings, log):
+            t = time.perf_counter()
+            train_classifier(dataset, classifier_config, out / bone, workers=workers)
+            _finish(out, bone, settings)
+            timings[bone] = time.perf_counter() - t
+
+    assemble_bundle(out / "bundle", out / "detector/detector.pt", out / "radius/classifier.pt",
+                    out / "ulna/classifier.pt")
+    predictor = Predictor(load_bundle(out / "bundle"))
+    detector_metrics = evaluate_detector(out / "detector/detector.pt", dataset, out / "detector_eval")
+    test_ids = set(_detector_test_ids(out))
+    phantom_paths = [dataset.path_of(r) for r in dataset.records if r.image_id in test_ids][: config.predict_phantoms]
+    t = time.perf_counter()
+    phantom_reports, _ = predict_files(predictor, phantom_paths, out / "predictions/phantoms", gradcam=True)
+    real_reports, real_failures = [], []
+    real = real if real is not None else default_real_folder()
+    if real is not None and real.is_dir():
+        from drustage.data.labels import list_images
+
+        images = list_images(real)
+        step = max(1, len(images) // max(config.predict_real, 1))
+        real_reports, real_failures = predict_files(predictor, images[::step][: config.predict_real],
+                                                    out / "predictions/real", gradcam=True)
+    timings["predict"] = time.perf_counter() - t
+    truth = {dataset.path_of(r).name: r for r in dataset.records}
+    report = write_report(out, config, detector_metrics, phantom_reports, real_reports, real_failures, truth,
+                          time.perf_counter() - started, timings, quick)
+    return report
+
+
+def _detector_test_ids(out: Path) -> list[str]:
+    import torch
+
+    payload = torch.load(out / "detector/detector.pt", map_location="cpu", weights_only=True)
+    return payload["data"]["test_ids"]
+
+
+def _img(path: str, caption: str) -> str:
+    return (f'<figure><img src="{html.escape(path)}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def write_report(out: Path, config: DemoConfig, detector_metrics: dict, phantom_reports: list[dict],
+                 real_reports: list[dict], real_failures: list[str], truth: dict, seconds: float,
+                 timings: dict[str, float], quick: bool) -> Path:
+    """``report.html``: metrics, confusion matrices, learning curves and example overlays."""
+    from drustage.stages import get_scheme
+
+    rows = []
+    for bone in ("radius", "ulna"):
+        m = detector_metrics[bone]
+        rows.append(f"<tr><td>{bone}</td><td>{m['ap_50']:.3f}</td><td>{m['ap_50_95']:.3f}</td>"
+                    f"<td>{m['mean_iou']:.3f}</td><td>{m['detection_rate_iou50']:.1%}</td></tr>")
+    classifier_rows = []
+    for bone in ("radius", "ulna"):
+        m = json.loads((out / bone / "metrics.json").read_text())["test"]
+        low, high = m["accuracy_ci95"]
+        classifier_rows.append(
+            f"<tr><td>{bone}</td><td>{html.escape(', '.join(m['classes']))}</td><td>{m['n']}</td>"
+            f"<td>{m['accuracy']:.1%} ({low:.1%}–{high:.1%})</td><td>{m['within_one_accuracy']:.1%}</td>"
+            f"<td>{m['kappa']:.3f}</td><td>{m['kappa_quadratic']:.3f}</td></tr>")
+    phantom_rows = []
+    for report in phantom_reports:
+        record = truth.get(report["source"])
+        expected = []
+        for bone in ("radius", "ulna"):
+            scheme = get_scheme(report[bone]["scheme"], bone)
+            cls = scheme.class_of(record.stages[bone]) if record and bone in record.stages else None
+            expected.append(f"{record.stages[bone].code} → {scheme.classes[cls] if cls is not None else 'n/a'}"
+                            if record and bone in record.stages else "?")
+        phantom_rows.append(
+            f"<tr><td>{html.escape(report['source'])}</td><td>{html.escape(expected[0])}</td>"
+            f"<td>{report['radius']['prediction']}</td><td>{html.escape(expected[1])}</td>"
+            f"<td>{report['ulna']['prediction']}</td><td>{(report['guidance'] or {}).get('rule', '—')}</td>"
+            f"<td>{'yes' if report['needs_review'] else 'no'}</td></tr>")
+    overlays = [_img(f"predictions/phantoms/{r['files']['overlay']}", r["source"]) for r in phantom_reports]
+    real_overlays = [_img(f"predictions/real/{r['files']['overlay']}", r["source"]) for r in real_reports]
+    timing_text = ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) or "all steps reused"
+    body = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>drustage demo report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; max-width: 1400px; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5rem 0 1.5rem; }}
+td, th {{ border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: left; }}
+figure {{ display: inline-block; margin: 0.4rem; vertical-align: top; }}
+figure img {{ max-height: 460px; border: 1px solid #999; }}
+.note {{ color: #666; font-size: 0.9rem; }}
+</style></head><body>
+<h1>drustage demo{' (quick)' if quick else ''}</h1>
+<p class="note">Phantom data only: {config.phantoms} synthetic radiographs. Decision support, not diagnosis.
+Total {seconds:.0f} s ({html.escape(timing_text)}).</p>
+<h2>Detector (held-out phantoms, n={detector_metrics['n']})</h2>
+<table><tr><th>bone</th><th>AP@0.5</th><th>AP@[.5:.95]</th><th>mean IoU</th><th>found at IoU ≥ 0.5</th></tr>
+{''.join(rows)}</table>
+{_img('detector_eval/detections.png', 'predicted boxes (colour) against true boxes (green)')}
+<h2>Classifiers (held-out phantoms)</h2>
+<table><tr><th>bone</th><th>classes</th><th>n</th><th>accuracy (95% CI)</th><th>within one</th><th>kappa</th>
+<th>quadratic kappa</th></tr>{''.join(classifier_rows)}</table>
+{_img('radius/confusion.png', 'radius confusion matrix')}{_img('ulna/confusion.png', 'ulna confusion matrix')}
+{_img('radius/curves.png', 'radius learning curves')}{_img('ulna/curves.png', 'ulna learning curves')}
+<h2>Predictions on held-out phantoms</h2>
+<table><tr><th>file</th><th>radius truth</th><th>radius predicted</th><th>ulna truth</th><th>ulna predicted</th>
+<th>guidance rule</th><th>review</th></tr>{''.join(phantom_rows)}</table>
+{''.join(overlays)}
+<h2>Real radiographs</h2>
+<p class="note">{len(real_reports)} real radiograph(s) from the shared folder (no stages or boxes exist for them);
+{len(real_failures)} failed to load.</p>
+{''.join(real_overlays) or '<p>No real radiographs found.</p>'}
+</body></html>
+"""
+    path = out / "report.html"
+    atomic_write_text(path, body)
+    atomic_write_text(out / "demo_config.json", json.dumps(asdict(config), indent=2) + "\n")
+    return path

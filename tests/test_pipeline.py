@@ -1,0 +1,151 @@
+"""End to end: bundle round trip, predict on phantoms with known stages, bad inputs, a missing bone.
+
+A small bundle is trained once per session on easy phantoms (the extremes of maturity), so the
+predictions can be checked against the truth.
+"""
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from drustage.bundle import BundleError, assemble_bundle, load_bundle
+from drustage.cli import main
+from drustage.data.layout import read_dataset
+from drustage.pipeline import Predictor, infer_laterality
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """(dataset dir, bundle dir) trained on phantoms of young (R1-R4/U1-U3) and mature (R10-R11/U8-U9) children."""
+    from drustage.models.detector import DetectorConfig
+    from drustage.synth.writer import SynthConfig, generate_dataset
+    from drustage.training.classifier import ClassifierConfig, train_classifier
+    from drustage.training.detector import DetectorTrainConfig, train_detector
+
+    root = tmp_path_factory.mktemp("e2e")
+    young = generate_dataset(root / "young", SynthConfig(count=40, seed=11, age_range=(4.0, 7.5), image_scale=0.4),
+                             workers=2, progress=False)
+    old = generate_dataset(root / "old", SynthConfig(count=40, seed=12, age_range=(17.5, 19.0), image_scale=0.4),
+                           workers=2, progress=False)
+    # one dataset over both folders' images
+    from drustage.data.layout import write_labels
+    from dataclasses import replace
+
+    records = [replace(r, image_id=f"y{r.image_id}", file=f"young/{r.file}") for r in young] + \
+              [replace(r, image_id=f"o{r.image_id}", file=f"old/{r.file}") for r in old]
+    write_labels(root, records)
+    dataset = read_dataset(root)
+    detector = DetectorTrainConfig(model=DetectorConfig(min_size=192, max_size=256), iterations=300,
+                                   validate_every=150, warmup=20, test_fraction=0.1, val_fraction=0.1)
+    train_detector(dataset, detector, root / "det", workers=2, progress=False)
+    for bone in ("radius", "ulna"):
+        config = ClassifierConfig(bone=bone, scheme="phase4", net="custom", conv_spec="8c3-16c3-16c3-32c3",
+                                  fc_spec="64", epochs=6, augment=2, lr=1e-3, test_fraction=0.2, val_fraction=0.1)
+        train_classifier(dataset, config, root / bone, progress=False)
+    assemble_bundle(root / "bundle", root / "det/detector.pt", root / "radius/classifier.pt",
+                    root / "ulna/classifier.pt", archive=True)
+    return root, root / "bundle"
+
+
+def test_bundle_round_trip(trained):
+    _, bundle_dir = trained
+    bundle = load_bundle(bundle_dir)
+    assert bundle.manifest["radius"]["scheme"]["classes"] == ["pre-peak", "peak", "deceleration", "mature"]
+    assert len(bundle.fingerprint) == 64
+    zipped = load_bundle(bundle_dir.with_suffix(".zip"))
+    assert zipped.fingerprint == bundle.fingerprint
+
+
+def test_bundle_validation_names_the_problem(trained, tmp_path):
+    root, bundle_dir = trained
+    with pytest.raises(BundleError, match="no such bundle"):
+        load_bundle(tmp_path / "none")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "bundle.json").write_text(json.dumps({"format": "drustage-bundle", "version": 1}))
+    with pytest.raises(BundleError, match="lacks detector.pt, radius.pt, ulna.pt"):
+        load_bundle(broken)
+    with pytest.raises(BundleError, match="is a radius classifier, expected ulna"):
+        assemble_bundle(tmp_path / "b", root / "det/detector.pt", root / "radius/classifier.pt",
+                        root / "radius/classifier.pt")
+    bad_zip = tmp_path / "b.zip"
+    with zipfile.ZipFile(bad_zip, "w") as handle:
+        handle.writestr("bundle.json", "{}")
+    with pytest.raises(BundleError, match="archive lacks"):
+        load_bundle(bad_zip)
+
+
+def test_predict_is_right_on_easy_phantoms(trained, tmp_path):
+    root, bundle_dir = trained
+    from drustage.synth.writer import SynthConfig, generate_dataset
+
+    fresh = generate_dataset(tmp_path / "fresh", SynthConfig(count=4, seed=99, age_range=(4.0, 6.5), image_scale=0.4),
+                             workers=1, progress=False)
+    fresh += generate_dataset(tmp_path / "fresh2", SynthConfig(count=4, seed=98, age_range=(18.0, 19.0),
+                                                               image_scale=0.4), workers=1, progress=False)
+    out = tmp_path / "out"
+    paths = [tmp_path / "fresh" / r.file for r in fresh[:4]] + [tmp_path / "fresh2" / r.file for r in fresh[4:]]
+    assert main(["predict", *map(str, paths), "--model", str(bundle_dir), "--out", str(out), "--quiet",
+                 "--gradcam"]) == 0
+    correct = 0
+    for record, path in zip(fresh, paths):
+        report = json.loads((out / f"{path.stem}.json").read_text())
+        assert report["radius"]["found"] and report["ulna"]["found"]
+        assert report["laterality"] == record.laterality  # inferred from the boxes
+        for bone in ("radius", "ulna"):
+            truth = record.boxes[bone]
+            box = report[bone]["box"]
+            inter = max(0, min(box[2], truth[2]) - max(box[0], truth[0])) * max(0, min(box[3], truth[3]) - max(box[1], truth[1]))
+            union = (box[2] - box[0]) * (box[3] - box[1]) + (truth[2] - truth[0]) * (truth[3] - truth[1]) - inter
+            assert inter / union > 0.5
+            correct += report[bone]["phase"] == record.stages[bone].phase
+            assert abs(sum(report[bone]["probabilities"].values()) - 1) < 1e-3
+        assert report["guidance"]["rule"] in ("pre-peak", "mature", "near-mature", "stop-bracing")
+        assert Image.open(out / f"{path.stem}.overlay.png").size[0] > 400
+    assert correct >= 14  # of 16 bone readings
+    assert len((out / "summary.csv").read_text().splitlines()) == 9
+
+
+def test_predict_reports_bad_files_and_carries_on(trained, tmp_path, capsys):
+    root, bundle_dir = trained
+    dataset = read_dataset(root)
+    good = dataset.path_of(dataset.records[0])
+    bad = tmp_path / "corrupt.png"
+    bad.write_bytes(b"\x89PNG broken")
+    out = tmp_path / "out"
+    assert main(["predict", str(bad), str(good), "--model", str(bundle_dir), "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "corrupt.png" in err and "1 of 2 input(s) failed" in err and "Traceback" not in err
+    assert (out / f"{good.stem}.json").is_file() and not (out / "corrupt.json").exists()
+    assert main(["predict", str(good), "--model", str(tmp_path), "--out", str(out)]) == 1
+    assert "not a drustage bundle" in capsys.readouterr().err
+
+
+def test_missing_bone_is_flagged_not_guessed(trained, tmp_path):
+    root, bundle_dir = trained
+    dataset = read_dataset(root)
+    record = dataset.records[-1]
+    from drustage.imaging import load_radiograph
+
+    radiograph = load_radiograph(dataset.path_of(record))
+    image = radiograph.image.copy()
+    x1, y1, x2, y2 = (int(v) for v in record.boxes["ulna"])
+    image[max(0, y1 - 40):y2 + 40, max(0, x1 - 40):x2 + 10] = np.median(image)  # erase the distal ulna
+    predictor = Predictor(load_bundle(bundle_dir), detection_threshold=0.5)
+    report = predictor.predict(type(radiograph)(image, radiograph.meta)).to_dict()
+    if report["ulna"]["found"]:  # whatever it found instead is not the erased ulna
+        box = report["ulna"]["box"]
+        assert not (x1 - 5 <= box[0] and box[2] <= x2 + 5)
+    else:
+        assert report["needs_review"] and report["guidance"] is None
+        assert any("ulna not found" in r for r in report["review_reasons"])
+        assert report["ulna"]["prediction"] is None
+
+
+def test_laterality_from_boxes():
+    assert infer_laterality({"radius": [60, 0, 80, 10], "ulna": [20, 0, 40, 10]}) == "L"
+    assert infer_laterality({"radius": [10, 0, 30, 10], "ulna": [40, 0, 60, 10]}) == "R"
+    assert infer_laterality({"radius": [10, 0, 30, 10]}) is None
