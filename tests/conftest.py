@@ -23,3 +23,8 @@ def real_data() -> Path:
     if not REAL_DATA.is_dir():
         pytest.skip("../shared/data/real is absent")
     return REAL_DATA
+
+
+@pytest.fixture
+def real_folder_or_none() -> Path | None:
+    return REAL_DATA if REAL_DATA.is_dir() else None

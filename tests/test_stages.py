@@ -2,7 +2,7 @@ import pytest
 
 from drustage.stages import (
     GROWTH_EVENTS, PHASES, Stage, all_stages, bracing_guidance, get_scheme, growth_events_at,
-    parse_stage, phase_of, scheme_from_dict, stages_in_phase,
+    parse_stage, scheme_from_dict, stages_in_phase,
 )
 
 

@@ -151,7 +151,7 @@ def _cmd_train_detector(args: argparse.Namespace) -> int:
                              representation_size=args.representation_size),
         schedule=args.schedule, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, validate_every=args.validate_every,
-        augment=args.augment, seed=args.seed, threads=args.threads,
+        augment=args.augment, seed=args.seed, threads=args.threads, weights=args.weights,
     )
     config.validate()
     metrics = train_detector(read_dataset(args.dataset), config, args.out, workers=args.workers,
@@ -176,6 +176,14 @@ def _cmd_evaluate_detector(args: argparse.Namespace) -> int:
     metrics = evaluate_detector(args.checkpoint, read_dataset(args.dataset), args.out, held_out_only=not args.all,
                                 workers=args.workers, threshold=args.threshold)
     print(_detector_summary(metrics) + f"; wrote {args.out}")
+    if args.real:
+        from drustage.training.detector import real_detection_sheet
+
+        sheet = Path(args.out) / "real_detections.png"
+        counts = real_detection_sheet(args.checkpoint, _real_images(Path(args.real))[: args.real_count], sheet,
+                                      args.threshold)
+        print(f"real radiographs: both bones found on {counts['both_found']} of {counts['images']}; "
+              f"check the boxes by eye in {sheet}")
     return 0
 
 
@@ -208,7 +216,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     paths = expand_inputs(args.paths)
     if not paths:
         raise CommandError(f"no radiographs found in {' '.join(args.paths)}")
-    reports, failures = predict_files(predictor, paths, args.out, gradcam=args.gradcam, progress=not args.quiet)
+    boxes = None
+    if args.boxes:
+        from drustage.data.annotations import read_boxes
+
+        boxes = read_boxes(args.boxes)
+    reports, failures = predict_files(predictor, paths, args.out, gradcam=args.gradcam, progress=not args.quiet,
+                                      boxes=boxes)
     for report in reports:
         r, u = report["radius"], report["ulna"]
         flag = "  REVIEW: " + "; ".join(report["review_reasons"]) if report["needs_review"] else ""
@@ -322,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     detector.add_argument("--max-size", type=int, default=512, help="longer image side the detector sees")
     detector.add_argument("--representation-size", type=int, default=4096,
                           help="units of the two FC layers of the box head (the paper's 4096; 1024 trains ~2x faster)")
+    detector.add_argument("--weights", help="start from a local state dict or detector checkpoint (never downloaded)")
     detector.add_argument("--val-fraction", type=float, default=0.1)
     detector.add_argument("--test-fraction", type=float, default=0.1)
     detector.add_argument("--validate-every", type=int, default=250)
@@ -339,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_det.add_argument("--all", action="store_true", help="every boxed radiograph, not only the held-out test")
     evaluate_det.add_argument("--threshold", type=float, default=0.5, help="score below which a bone is not found")
     evaluate_det.add_argument("--workers", type=int, default=1)
+    evaluate_det.add_argument("--real", help="folder of unlabelled real radiographs for a detection contact sheet")
+    evaluate_det.add_argument("--real-count", type=int, default=48, help="at most this many real radiographs")
     evaluate_det.set_defaults(handler=_cmd_evaluate_detector)
 
     crop = sub.add_parser("crop", help="write classifier-ready 128x96 crops from detected or ground-truth boxes")
@@ -364,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--gradcam", action="store_true", help="Grad-CAM heatmaps on the crops in the overlay")
     predict.add_argument("--threshold", type=float, default=0.5, help="detection score below which a bone is missing")
     predict.add_argument("--min-confidence", type=float, default=0.6, help="below this, flag for review")
+    predict.add_argument("--boxes", help="use these boxes instead of the detector (COCO .json, VOC .xml/folder, .csv)")
     predict.add_argument("--quiet", action="store_true")
     predict.set_defaults(handler=_cmd_predict)
 

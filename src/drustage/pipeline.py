@@ -26,7 +26,8 @@ class BoneResult:
     bone: str
     found: bool
     box: list[float] | None  # [x1, y1, x2, y2], original pixels
-    detection_score: float
+    detection_score: float | None  # None when the box was given, not detected
+    box_source: str  # "detector" or "given"
     scheme: str
     probabilities: dict[str, float] = field(default_factory=dict)
     prediction: str | None = None  # class name under the scheme (a stage or a phase)
@@ -99,10 +100,15 @@ class Predictor:
                 result[bone] = self.classifiers[bone](tensor).softmax(1)[0].numpy()
         return result
 
-    def predict(self, radiograph: Radiograph, input_sha256: str = "") -> StageReport:
+    def predict(self, radiograph: Radiograph, input_sha256: str = "",
+                boxes: dict[str, tuple[float, float, float, float]] | None = None) -> StageReport:
+        """Detect (or take the ``boxes`` given, e.g. drawn by a reader), crop, classify, advise."""
         image = radiograph.image
-        detections = self.detector(image)
-        boxes = {bone: list(d.box) for bone, d in detections.items() if d.box is not None}
+        detections = self.detector(image) if boxes is None else {}
+        if boxes is None:
+            boxes = {bone: list(d.box) for bone, d in detections.items() if d.box is not None}
+        else:
+            boxes = {bone: list(box) for bone, box in boxes.items()}
         reasons: list[str] = []
         laterality, laterality_source = radiograph.meta.laterality, "metadata"
         if laterality is None:
@@ -114,10 +120,13 @@ class Predictor:
         results = {}
         for bone in BONES:
             scheme = self.schemes[bone]
-            detection = detections[bone]
-            result = BoneResult(bone, bone in boxes, boxes.get(bone), round(detection.score, 4), scheme.name)
+            detection = detections.get(bone)
+            result = BoneResult(bone, bone in boxes, boxes.get(bone),
+                                None if detection is None else round(detection.score, 4),
+                                "detector" if detections else "given", scheme.name)
             if bone not in boxes:
-                reasons.append(f"{bone} not found (best detection score {detection.score:.2f})")
+                reasons.append(f"{bone} not found" + (f" (best detection score {detection.score:.2f})"
+                                                      if detection is not None else " (no box given)"))
             else:
                 p = probabilities[bone]
                 best = int(p.argmax())
@@ -146,30 +155,22 @@ def _stage_or_phase(result: BoneResult) -> str:
     return result.prediction if result.scheme == "stage" else result.phase
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom")
-
-
 def expand_inputs(paths: list[str | Path]) -> list[Path]:
-    """Files as given; folders (a DICOM series, an export) expand to the images inside them.
-    Inside a folder, files without an image suffix are kept only if they are DICOM."""
-    from drustage.imaging import is_dicom
+    """Files as given; folders (a DICOM series, an export) expand to the images inside them."""
+    from drustage.data.labels import list_images
 
     files: list[Path] = []
     for path in map(Path, paths):
-        if path.is_dir():
-            for child in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
-                if child.suffix.lower() in IMAGE_SUFFIXES or (child.suffix == "" and is_dicom(child)):
-                    files.append(child)
-        else:
-            files.append(path)
+        files.extend(list_images(path) if path.is_dir() else [path])
     return files
 
 
 def predict_files(predictor: Predictor, paths: list[Path], out: str | Path, gradcam: bool = False,
-                  progress: bool = True) -> tuple[list[dict], list[str]]:
+                  progress: bool = True, boxes: dict | None = None) -> tuple[list[dict], list[str]]:
     """Per radiograph ``<stem>.json`` and ``<stem>.overlay.png`` in ``out``, and ``summary.csv``.
 
-    Bad files are reported and skipped; returns (reports, one-line failures).
+    ``boxes`` (``{file name: {bone: box}}``, from ``read_boxes``) replaces detection for the
+    files it names. Bad files are reported and skipped; returns (reports, one-line failures).
     """
     import csv
     import io
@@ -188,7 +189,10 @@ def predict_files(predictor: Predictor, paths: list[Path], out: str | Path, grad
     for path in tqdm(paths, desc="predict", unit="img", disable=not progress or len(paths) < 2):
         try:
             radiograph = load_radiograph(path)
-            report = predictor.predict(radiograph, file_sha256(path)).to_dict()
+            given = None if boxes is None else boxes.get(path.name)
+            if boxes is not None and given is None:
+                raise ValueError(f"{path}: no boxes given for this file")
+            report = predictor.predict(radiograph, file_sha256(path), given).to_dict()
         except ValueError as error:
             failures.append(str(error))
             continue
@@ -196,8 +200,8 @@ def predict_files(predictor: Predictor, paths: list[Path], out: str | Path, grad
         while stem in used:  # two inputs with one name in different folders
             stem += "_"
         used.add(stem)
-        boxes = {b: report[b]["box"] for b in BONES if report[b]["box"] is not None}
-        crops = predictor.crops(radiograph.image, boxes, report["laterality"])
+        used_boxes = {b: report[b]["box"] for b in BONES if report[b]["box"] is not None}
+        crops = predictor.crops(radiograph.image, used_boxes, report["laterality"])
         heatmaps = None
         if gradcam:
             heatmaps = {bone: grad_cam(predictor.classifiers[bone], crop) for bone, crop in crops.items()}

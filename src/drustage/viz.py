@@ -208,8 +208,10 @@ def render_overlay(image: np.ndarray, report: dict, crops: dict[str, np.ndarray]
         if bone in crops:
             tile = Image.fromarray(heatmap_rgb(crops[bone], (heatmaps or {}).get(bone))).resize((192, 256))
             panel.paste(tile, (12, y))
+            source = ("box given" if result["detection_score"] is None
+                      else f"detector: {result['detection_score']:.2f}")
             lines = [bone.upper(), f"{result['prediction']}", f"phase: {result['phase']}",
-                     f"confidence: {result['confidence']:.0%}", f"detector: {result['detection_score']:.2f}"]
+                     f"confidence: {result['confidence']:.0%}", source]
             for k, line in enumerate(lines):
                 pdraw.text((216, y + 4 + 26 * k), line, fill=colour if k == 0 else (230, 230, 230), font=_font(18))
             top = sorted(result["probabilities"].items(), key=lambda kv: -kv[1])[:4]

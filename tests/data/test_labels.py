@@ -91,3 +91,11 @@ def test_bad_sheets(tmp_path):
 def test_empty_image_folder(tmp_path):
     with pytest.raises(DatasetError, match="no image files"):
         list_images(tmp_path)
+
+
+def test_list_images_keeps_suffixless_dicom_only(tmp_path):
+    (tmp_path / "LICENSE").write_text("MIT")
+    dicom = tmp_path / "IM0001"
+    dicom.write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 16)
+    (tmp_path / "a.png").write_bytes(b"x")
+    assert [p.name for p in list_images(tmp_path)] == ["IM0001", "a.png"]

@@ -49,20 +49,26 @@ def test_augmentation_moves_boxes_with_the_image(quick_dataset):
             assert aug_image[0, y1:y2, x1:x2].mean() > aug_image[0].mean()
 
 
-def test_train_evaluate_and_crop(quick_dataset, tmp_path, capsys):
-    dataset = read_dataset(quick_dataset)
+@pytest.fixture(scope="module")
+def tiny_detector(quick_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("det")
     config = DetectorTrainConfig(model=TINY, iterations=3, validate_every=3, batch_size=2, warmup=1)
-    metrics = train_detector(dataset, config, tmp_path / "det", progress=False)
+    metrics = train_detector(read_dataset(quick_dataset), config, out, progress=False)
+    return out / "detector.pt", metrics
+
+
+def test_train_evaluate_and_crop(quick_dataset, tiny_detector, tmp_path, capsys):
+    checkpoint, metrics = tiny_detector
     assert {"radius", "ulna", "map_50"} <= set(metrics)
-    payload = torch.load(tmp_path / "det/detector.pt", weights_only=True)
+    payload = torch.load(checkpoint, weights_only=True)
     assert payload["config"]["model"]["backbone"] == "zfnet" and payload["format"] == "drustage-detector"
-    assert main(["evaluate-detector", str(tmp_path / "det/detector.pt"), str(quick_dataset), "--out",
+    assert main(["evaluate-detector", str(checkpoint), str(quick_dataset), "--out",
                  str(tmp_path / "eval"), "--all"]) == 0
     assert (tmp_path / "eval/detections.png").is_file()
     assert json.loads((tmp_path / "eval/metrics.json").read_text())["n"] == 12
     # an untrained detector finds little: crop reports the misses and still writes what it has
     assert main(["crop", str(quick_dataset), "--out", str(tmp_path / "detected"), "--detector",
-                 str(tmp_path / "det/detector.pt"), "--threshold", "0.99", "--quiet"]) == 0
+                 str(checkpoint), "--threshold", "0.99", "--quiet"]) == 0
     assert "not found" in capsys.readouterr().out
     assert len(read_dataset(tmp_path / "detected").records) == 12
 
@@ -86,3 +92,14 @@ def test_detector_bad_inputs(quick_dataset, tmp_path, capsys):
     classifier_like.write_bytes(b"junk")
     assert main(["evaluate-detector", str(classifier_like), str(quick_dataset), "--out", str(tmp_path / "e")]) == 1
     assert "c.pt" in capsys.readouterr().err
+
+
+@pytest.mark.real
+def test_real_detection_sheet(real_data, quick_dataset, tiny_detector, tmp_path, capsys):
+    checkpoint, _ = tiny_detector
+    assert main(["evaluate-detector", str(checkpoint), str(quick_dataset), "--out", str(tmp_path / "eval"),
+                 "--real", str(real_data / "wrist-16bit" / "images")]) == 0
+    assert "of 3; check the boxes by eye" in capsys.readouterr().out
+    from PIL import Image
+
+    assert Image.open(tmp_path / "eval/real_detections.png").size[0] >= 256 * 3

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from drustage.data.layout import DatasetError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom", "")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom")
 _TOKEN_SPLIT = re.compile(r"[^0-9A-Za-z]+")
 _ISO_DATE = re.compile(r"^(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?:[ T].*)?$")
 
@@ -70,7 +70,7 @@ def key_tokens(values: list[object]) -> tuple[str, ...]:
             tokens.append(normalise_token(value))
             continue
         text = str(value).strip()
-        if Path(text).suffix.lower() in IMAGE_SUFFIXES[:-1]:
+        if Path(text).suffix.lower() in IMAGE_SUFFIXES:
             text = text[: -len(Path(text).suffix)]
         if _ISO_DATE.match(text):
             tokens.append(normalise_token(text))
@@ -87,12 +87,23 @@ class LabelMatch:
     duplicate_keys: list[tuple[str, ...]]
 
 
+def is_image_file(path: Path) -> bool:
+    """Images by suffix; files without a suffix (DICOM exports often have none) by content."""
+    from drustage.imaging import is_dicom
+
+    if not path.is_file() or path.name.startswith("."):
+        return False
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    return path.suffix == "" and is_dicom(path)
+
+
 def list_images(folder: str | Path) -> list[Path]:
+    """Every radiograph below ``folder``, sorted; raises ``DatasetError`` when there is none."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"{folder}: image folder not found")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                   and not p.name.startswith("."))
+    files = sorted(p for p in folder.rglob("*") if is_image_file(p))
     if not files:
         raise DatasetError(f"{folder}: no image files (.png, .jpg, .tif, .dcm) found")
     return files

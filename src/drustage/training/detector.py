@@ -43,6 +43,7 @@ class DetectorTrainConfig:
     augment: bool = True
     seed: int = 0
     threads: int | None = None
+    weights: str | None = None  # local state dict or detector checkpoint to start from
 
     def validate(self) -> None:
         self.model.validate()
@@ -255,7 +256,7 @@ def train_detector(dataset: Dataset, config: DetectorTrainConfig, out: str | Pat
     generator = torch.Generator().manual_seed(config.seed)
     loader = torch.utils.data.DataLoader(train_set, batch_size=config.batch_size, shuffle=True, collate_fn=_collate,
                                          generator=generator, drop_last=True)
-    model = build_detector(config.model)
+    model = build_detector(config.model, weights=config.weights)
     history, best = [], {"score": -1.0, "state": None, "iteration": 0}
     iteration = 0
     for phase, steps in schedule_phases(config):
@@ -435,3 +436,24 @@ def write_crops(dataset: Dataset, out: str | Path, detector: str | Path | None =
     atomic_write_text(out / "crops.csv", buffer.getvalue())
     lines = [f"wrote {len(rows)} crops of {len(records)} radiographs to {out}"] + problems
     return "\n".join(lines)
+
+
+def real_detection_sheet(checkpoint: str | Path, paths: list[Path], out: str | Path, threshold: float = 0.5) -> dict:
+    """Detections on unlabelled (real) radiographs as a contact sheet for counting by eye;
+    returns how many had both bones found above the threshold."""
+    from drustage.imaging import RadiographError
+    from drustage.viz import detection_sheet
+
+    find = Detector(checkpoint, threshold)
+    panels, both, failures = [], 0, []
+    for path in paths:
+        try:
+            image = load_radiograph(path).image
+        except RadiographError as error:
+            failures.append(str(error))
+            continue
+        found = find(image)
+        both += all(d.box is not None for d in found.values())
+        panels.append((image, found, None, path.stem))
+    detection_sheet(panels, out)
+    return {"images": len(panels), "both_found": both, "failures": failures}
