@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="*", choices=sorted(PAPER_RUNS), help="run a subset")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
     args = parser.parse_args()
     dataset = read_dataset(args.dataset)
     rows = []
@@ -43,7 +44,7 @@ def main() -> None:
         if args.only and name not in args.only:
             continue
         config = ClassifierConfig(epochs=args.epochs, seed=args.seed, augment=5, balance=True, dropout=0.5,
-                                  **settings)
+                                  threads=args.threads, **settings)
         metrics = train_classifier(dataset, config, Path(args.out) / name, workers=args.workers, progress=False)
         low, high = metrics["accuracy_ci95"]
         rows.append((name, config.net, str(metrics["n"]), f"{metrics['accuracy']:.3f}", f"{low:.3f}-{high:.3f}",

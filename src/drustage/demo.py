@@ -108,7 +108,9 @@ def run_demo(out: str | Path, quick: bool = False, real: Path | None = None, wor
 
     classifier_settings = {
         "radius": dict(bone="radius", scheme="phase4", net=config.radius_net, lr=1e-4),
-        "ulna": dict(bone="ulna", scheme="phase3", net=config.ulna_net, lr=1e-4),
+        # phase4 for the ulna too: the paper's phase3 has no pre-peak class, so a young child's ulna
+        # would be forced into peak or later (seen on the real radiographs).
+        "ulna": dict(bone="ulna", scheme="phase4", net=config.ulna_net, lr=1e-4),
     }
     for bone, chosen in classifier_settings.items():
         classifier_config = ClassifierConfig(epochs=config.classifier_epochs, augment=config.classifier_augment,

@@ -92,7 +92,7 @@ def _check_size(path: Path, height: int, width: int) -> None:
         raise RadiographError(path, f"image of {width}x{height} pixels is too small for a radiograph")
 
 
-def _window_percentiles(values: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
+def window_percentiles(values: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
     lo, hi = np.percentile(values, [low, high])
     if hi <= lo:
         lo, hi = float(values.min()), float(values.max())
@@ -126,7 +126,7 @@ def _load_pillow(path: Path) -> Radiograph:
         if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
             raw = np.asarray(image)
             bit_depth = 16 if mode.startswith("I;16") else 32
-            pixels = _window_percentiles(raw)
+            pixels = window_percentiles(raw)
         else:
             if mode not in ("L", "1"):
                 image = image.convert("L")
@@ -167,7 +167,7 @@ def _load_dicom(path: Path) -> Radiograph:
         raise RadiographError(path, f"cannot decode DICOM pixels ({name}): {error}") from None
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if raw.ndim == 3:  # colour secondary capture: luminance only
-        pixels = _window_percentiles(raw[..., :3].astype(np.float32) @ _LUMA)
+        pixels = window_percentiles(raw[..., :3].astype(np.float32) @ _LUMA)
     else:
         pixels = _apply_dicom_window(apply_modality_lut(raw, ds).astype(np.float32), ds)
     if photometric == "MONOCHROME1":
@@ -195,12 +195,12 @@ def _apply_dicom_window(values: np.ndarray, ds) -> np.ndarray:
 
     if "VOILUTSequence" in ds:
         lut = np.asarray(apply_voi_lut(values, ds, prefer_lut=True), np.float32)
-        return _window_percentiles(lut, 0.0, 100.0)
+        return window_percentiles(lut, 0.0, 100.0)
     if "WindowCenter" in ds and "WindowWidth" in ds:
         center = float(np.atleast_1d(ds.WindowCenter)[0])
         width = max(float(np.atleast_1d(ds.WindowWidth)[0]), 1.0)
         return np.clip((values - (center - 0.5)) / max(width - 1.0, 1.0) + 0.5, 0.0, 1.0)
-    return _window_percentiles(values)
+    return window_percentiles(values)
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

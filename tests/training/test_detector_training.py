@@ -103,3 +103,12 @@ def test_real_detection_sheet(real_data, quick_dataset, tiny_detector, tmp_path,
     from PIL import Image
 
     assert Image.open(tmp_path / "eval/real_detections.png").size[0] >= 256 * 3
+
+
+def test_detector_input_is_contrast_stretched_and_downscaled():
+    from drustage.training.detector import downscale
+
+    dark = np.linspace(0.0, 0.25, 1000 * 800, dtype=np.float32).reshape(1000, 800)  # an under-exposed film
+    pixels, scale = downscale(dark, 500)
+    assert pixels.shape == (500, 400) and scale == pytest.approx(0.5)
+    assert pixels.min() <= 2 and pixels.max() >= 253

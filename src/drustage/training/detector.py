@@ -63,12 +63,15 @@ def load_resized(path: Path, max_side: int) -> tuple[np.ndarray, float]:
 
 
 def downscale(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
-    """Antialiased uint8 copy with the longer side at most ``max_side``; training and inference
-    both go through here so the detector always sees the same resampling."""
+    """Antialiased uint8 copy with the longer side at most ``max_side``, contrast stretched
+    between the 0.5th and 99.5th percentiles; training and inference both go through here so
+    the detector sees the same resampling and contrast whatever the exposure of the film."""
     from PIL import Image
 
+    from drustage.imaging import window_percentiles
+
     scale = min(1.0, max_side / max(image.shape))
-    pil = Image.fromarray((image * 255 + 0.5).astype(np.uint8))
+    pil = Image.fromarray((window_percentiles(image) * 255 + 0.5).astype(np.uint8))
     if scale < 1.0:
         pil = pil.resize((round(pil.width * scale), round(pil.height * scale)), Image.Resampling.BILINEAR)
     return np.asarray(pil), scale
