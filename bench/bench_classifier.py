@@ -15,6 +15,8 @@ from torch.nn import functional as F
 from drustage.models.classifier import StageClassifier
 from drustage.models.spec import preset_spec
 
+from _table import print_table  # noqa: E402  (bench/ is the script's directory)
+
 
 def epoch_seconds(model, crops, labels, batch, channels_last: bool) -> float:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -72,11 +74,7 @@ def main() -> None:
         rows.append((name, f"{seconds:.1f}", f"{rate16:.0f}", f"{rate256:.0f}"))
     print(f"net7 classifier, {args.crops} crops of 1x128x96, batch 16, {args.threads} threads, torch {torch.__version__}")
     header = ("variant", "s/epoch (train)", "crops/s (infer, batch 16)", "crops/s (infer, batch 256)")
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths)))
-    print("-+-".join("-" * w for w in widths))
-    for row in rows:
-        print(" | ".join(c.ljust(w) for c, w in zip(row, widths)))
+    print_table(header, rows)
 
 
 if __name__ == "__main__":

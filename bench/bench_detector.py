@@ -19,6 +19,8 @@ from drustage.models.detector import BACKBONES, DetectorConfig, build_detector
 from drustage.synth.writer import SynthConfig, generate_dataset
 from drustage.training.detector import DetectionSet, _collate, downscale
 
+from _table import print_table  # noqa: E402  (bench/ is the script's directory)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -66,11 +68,7 @@ def main() -> None:
                          f"{np.percentile(times, 95) * 1000:.0f}", f"{per_100:.0f}"))
     print(f"detector input {args.min_size}-{args.max_size} px, CPU threads {torch.get_num_threads()}")
     header = ("backbone", "params (M)", "latency median (ms)", "latency p95 (ms)", "train s / 100 it")
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths)))
-    print("-+-".join("-" * w for w in widths))
-    for row in rows:
-        print(" | ".join(c.ljust(w) for c, w in zip(row, widths)))
+    print_table(header, rows)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from pathlib import Path
 from drustage.data.layout import read_dataset
 from drustage.training.classifier import ClassifierConfig, train_classifier
 
+from _table import print_table  # noqa: E402  (bench/ is the script's directory)
+
 # The paper's best ulna learning rate (Adam 1e-3) leaves net8 at chance on phantoms (measured: loss
 # flat at ln 3 for 20 epochs), so both bones use 1e-4.
 PAPER_RUNS = {
@@ -52,11 +54,7 @@ def main() -> None:
                      f"{metrics['kappa_quadratic']:.3f}", str(metrics["best_epoch"])))
         print(f"done {name}: accuracy {metrics['accuracy']:.3f}", flush=True)
     header = ("run", "net", "n test", "accuracy", "95% CI", "within one", "kappa", "quadratic kappa", "best epoch")
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths)))
-    print("-+-".join("-" * w for w in widths))
-    for row in rows:
-        print(" | ".join(c.ljust(w) for c, w in zip(row, widths)))
+    print_table(header, rows)
 
 
 if __name__ == "__main__":
