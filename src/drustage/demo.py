@@ -147,10 +147,9 @@ def run_demo(out: str | Path, quick: bool = False, real: Path | None = None, wor
 
 
 def _detector_test_ids(out: Path) -> list[str]:
-    import torch
+    from drustage.training.checkpoint import load_checkpoint
 
-    payload = torch.load(out / "detector/detector.pt", map_location="cpu", weights_only=True)
-    return payload["data"]["test_ids"]
+    return load_checkpoint(out / "detector/detector.pt", "detector")["data"]["test_ids"]
 
 
 def _img(path: str, caption: str) -> str:

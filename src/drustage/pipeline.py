@@ -72,7 +72,7 @@ def infer_laterality(boxes: dict[str, list[float] | None]) -> str | None:
 
 
 class Predictor:
-    """Loads a bundle once; ``predict`` is safe to call from several threads (inference only)."""
+    """Loads a bundle once and reuses it for every radiograph."""
 
     def __init__(self, bundle: Bundle, detection_threshold: float = 0.5, min_confidence: float = 0.6):
         from drustage.training.classifier import load_classifier

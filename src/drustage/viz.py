@@ -100,22 +100,6 @@ def side_by_side_sheet(phantoms: list[Path], real: list[Path], out: str | Path, 
     return out
 
 
-def draw_boxes(image: np.ndarray, boxes: dict[str, tuple[float, float, float, float]],
-               captions: dict[str, str] | None = None, width: int = 3):
-    """RGB PIL image of a radiograph with its radius/ulna boxes and optional captions."""
-    from PIL import Image, ImageDraw
-
-    pil = Image.fromarray(to_uint8(image)).convert("RGB")
-    draw = ImageDraw.Draw(pil)
-    font = _font(max(14, pil.height // 60))
-    for bone, box in boxes.items():
-        colour = BOX_COLOURS.get(bone, (240, 200, 40))
-        draw.rectangle(box, outline=colour, width=width)
-        text = (captions or {}).get(bone, bone)
-        draw.text((box[0], max(0, box[1] - font.size - 4)), text, fill=colour, font=font)
-    return pil
-
-
 def detection_sheet(panels, out: str | Path, columns: int = 6, cell: int = 256) -> Path:
     """Zoomed wrist views: predicted boxes (radius red, ulna blue, with scores) and, where known,
     the true boxes in green. ``panels`` holds ``(image, detections, truth_or_None, title)``."""

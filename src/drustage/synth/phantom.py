@@ -65,8 +65,7 @@ class Pose:
 Density = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def _rasterise(canvas: np.ndarray, pose: Pose, bounds: tuple[float, float, float, float], density: Density,
-               step: int = 1) -> None:
+def _rasterise(canvas: np.ndarray, pose: Pose, bounds: tuple[float, float, float, float], density: Density) -> None:
     """Add ``density(x, y)`` (canonical mm) to ``canvas`` inside the pixel box of ``bounds``."""
     x1, y1, x2, y2 = pose.pixel_box(*bounds)
     h, w = canvas.shape
@@ -74,8 +73,8 @@ def _rasterise(canvas: np.ndarray, pose: Pose, bounds: tuple[float, float, float
     r0, r1 = max(int(y1) - 1, 0), min(int(math.ceil(y2)) + 2, h)
     if c0 >= c1 or r0 >= r1:
         return
-    cols = np.arange(c0, c1, dtype=np.float32) * step
-    rows = np.arange(r0, r1, dtype=np.float32) * step
+    cols = np.arange(c0, c1, dtype=np.float32)
+    rows = np.arange(r0, r1, dtype=np.float32)
     px, py = np.meshgrid(cols, rows)
     x, y = pose.to_canonical(px, py)
     canvas[r0:r1, c0:c1] += density(x, y).astype(np.float32)
