@@ -201,8 +201,8 @@ def render_overlay(image: np.ndarray, report: dict, crops: dict[str, np.ndarray]
             top = sorted(result["probabilities"].items(), key=lambda kv: -kv[1])[:4]
             for k, (name, p) in enumerate(top):
                 yy = y + 142 + 22 * k
-                pdraw.rectangle((216, yy + 4, 216 + int(120 * p), yy + 16), fill=colour)
-                pdraw.text((340, yy), f"{name} {p:.0%}"[:18], fill=(200, 200, 200), font=_font(13))
+                pdraw.rectangle((216, yy + 4, 216 + int(90 * p), yy + 16), fill=colour)
+                pdraw.text((312, yy), f"{name} {p:.0%}", fill=(200, 200, 200), font=_font(13))
         else:
             pdraw.text((12, y), f"{bone.upper()}: NOT FOUND", fill=(255, 190, 0), font=_font(20))
         y += 270
