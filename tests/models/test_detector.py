@@ -63,3 +63,17 @@ def test_best_boxes_picks_clips_and_reports_missing():
     assert low["ulna"].box == (0.0, 20.0, 30.0, 300.0)
     empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long), "scores": torch.zeros(0)}
     assert best_boxes(empty, (10, 10))["radius"].box is None
+
+
+def test_roi_align_option_runs_and_is_validated():
+    from torchvision.ops import MultiScaleRoIAlign
+
+    model = build_detector(DetectorConfig(min_size=128, max_size=160, roi_pool="roialign"))
+    assert type(model.roi_heads.box_roi_pool) is MultiScaleRoIAlign
+    paper = build_detector(DetectorConfig(min_size=128, max_size=160))
+    assert type(paper.roi_heads.box_roi_pool).__name__ == "SingleLevelRoIPool"
+    model.eval()
+    with torch.inference_mode():
+        assert model([torch.rand(1, 150, 120)])[0]["boxes"].shape[1] == 4
+    with pytest.raises(ValueError, match="roi_pool"):
+        build_detector(DetectorConfig(roi_pool="max"))

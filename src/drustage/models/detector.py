@@ -86,10 +86,13 @@ class DetectorConfig:
     box_detections_per_img: int = 20
     representation_size: int = 4096  # the paper's two FC-4096 layers; smaller trains faster
     batch_norm: bool = True  # ZFNet only: see ZFNetFeatures
+    roi_pool: str = "roipool"  # ZFNet only: the paper's RoI max pooling, or "roialign" (no box quantisation)
 
     def validate(self) -> None:
         if self.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {self.backbone!r}; expected one of {', '.join(BACKBONES)}")
+        if self.roi_pool not in ("roipool", "roialign"):
+            raise ValueError(f"roi_pool must be roipool or roialign, got {self.roi_pool!r}")
         if not 64 <= self.min_size <= self.max_size:
             raise ValueError(f"need 64 <= min_size <= max_size, got {self.min_size}, {self.max_size}")
 
@@ -113,8 +116,14 @@ def build_detector(config: DetectorConfig, weights: str | Path | None = None):
     if config.backbone == "zfnet":
         backbone = ZFNetFeatures(batch_norm=config.batch_norm)
         anchors = AnchorGenerator(sizes=((24, 40, 64, 100),), aspect_ratios=((0.75, 1.0, 1.33),))
+        if config.roi_pool == "roipool":
+            pool = _roi_pool_class()(7, 1 / 16)
+        else:
+            from torchvision.ops import MultiScaleRoIAlign
+
+            pool = MultiScaleRoIAlign(["0"], 7, sampling_ratio=2)
         model = FasterRCNN(
-            backbone, rpn_anchor_generator=anchors, box_roi_pool=_roi_pool_class()(7, 1 / 16),
+            backbone, rpn_anchor_generator=anchors, box_roi_pool=pool,
             box_head=TwoMLPHead(256 * 7 * 7, config.representation_size),
             box_predictor=FastRCNNPredictor(config.representation_size, len(BONES) + 1),
             num_classes=None, **{k: v for k, v in common.items() if k != "num_classes"},
