@@ -113,6 +113,13 @@ def _classifier_config(args: argparse.Namespace):
     )
 
 
+def _classifier_summary(metrics: dict) -> str:
+    low, high = metrics["accuracy_ci95"]
+    return (f"accuracy {metrics['accuracy']:.3f} (95% CI {low:.3f}-{high:.3f}), within one "
+            f"{metrics['within_one_accuracy']:.3f}, kappa {metrics['kappa']:.3f}, quadratic kappa "
+            f"{metrics['kappa_quadratic']:.3f}, n={metrics['n']}")
+
+
 def _cmd_train_classifier(args: argparse.Namespace) -> int:
     from drustage.data.layout import read_dataset
     from drustage.training.classifier import train_classifier
@@ -121,10 +128,7 @@ def _cmd_train_classifier(args: argparse.Namespace) -> int:
     config.validate()
     metrics = train_classifier(read_dataset(args.dataset), config, args.out, workers=args.workers,
                                progress=not args.quiet)
-    low, high = metrics["accuracy_ci95"]
-    print(f"test accuracy {metrics['accuracy']:.3f} (95% CI {low:.3f}-{high:.3f}), within one "
-          f"{metrics['within_one_accuracy']:.3f}, kappa {metrics['kappa']:.3f}, quadratic kappa "
-          f"{metrics['kappa_quadratic']:.3f}, n={metrics['n']}; wrote {args.out}/classifier.pt")
+    print(f"test {_classifier_summary(metrics)}; wrote {args.out}/classifier.pt")
     return 0
 
 
@@ -134,10 +138,7 @@ def _cmd_evaluate_classifier(args: argparse.Namespace) -> int:
 
     metrics = evaluate_classifier(args.checkpoint, read_dataset(args.dataset), args.out,
                                   held_out_only=not args.all, workers=args.workers, progress=not args.quiet)
-    low, high = metrics["accuracy_ci95"]
-    print(f"accuracy {metrics['accuracy']:.3f} (95% CI {low:.3f}-{high:.3f}), within one "
-          f"{metrics['within_one_accuracy']:.3f}, kappa {metrics['kappa']:.3f}, quadratic kappa "
-          f"{metrics['kappa_quadratic']:.3f}, n={metrics['n']}; wrote {args.out}")
+    print(f"{_classifier_summary(metrics)}; wrote {args.out}")
     return 0
 
 
