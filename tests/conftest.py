@@ -28,3 +28,42 @@ def real_data() -> Path:
 @pytest.fixture
 def real_folder_or_none() -> Path | None:
     return REAL_DATA if REAL_DATA.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """(dataset dir, bundle dir) trained on phantoms of young (R1-R4/U1-U3) and mature (R10-R11/U8-U9) children.
+
+    Its classifiers learn those extremes in seconds; its detector is barely trained (a useful one
+    takes ~15 CPU minutes), so tests that need right boxes give them or lower the threshold.
+    """
+    from dataclasses import replace
+
+    from drustage.bundle import assemble_bundle
+    from drustage.data.layout import read_dataset, write_labels
+    from drustage.models.detector import DetectorConfig
+    from drustage.synth.writer import SynthConfig, generate_dataset
+    from drustage.training.classifier import ClassifierConfig, train_classifier
+    from drustage.training.detector import DetectorTrainConfig, train_detector
+
+    root = tmp_path_factory.mktemp("e2e")
+    young = generate_dataset(root / "young", SynthConfig(count=40, seed=11, age_range=(4.0, 7.5), image_scale=0.4),
+                             workers=2, progress=False)
+    old = generate_dataset(root / "old", SynthConfig(count=40, seed=12, age_range=(17.5, 19.0), image_scale=0.4),
+                           workers=2, progress=False)
+    # one dataset over both folders' images
+    records = [replace(r, image_id=f"y{r.image_id}", file=f"young/{r.file}") for r in young] + \
+              [replace(r, image_id=f"o{r.image_id}", file=f"old/{r.file}") for r in old]
+    write_labels(root, records)
+    dataset = read_dataset(root)
+    detector = DetectorTrainConfig(model=DetectorConfig(min_size=160, max_size=200, representation_size=256),
+                                   iterations=4, validate_every=4, warmup=1, test_fraction=0.1, val_fraction=0.1)
+    train_detector(dataset, detector, root / "det", workers=2, progress=False)
+    for bone in ("radius", "ulna"):
+        config = ClassifierConfig(bone=bone, scheme="phase4", net="custom", conv_spec="16c3-32c3-32c3-64c3",
+                                  fc_spec="128", dropout=0.2, epochs=15, augment=10, lr=3e-4, test_fraction=0.2,
+                                  val_fraction=0.1)
+        train_classifier(dataset, config, root / bone, progress=False)
+    assemble_bundle(root / "bundle", root / "det/detector.pt", root / "radius/classifier.pt",
+                    root / "ulna/classifier.pt", archive=True)
+    return root, root / "bundle"

@@ -239,6 +239,20 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from drustage.service.app import ServiceConfig, create_app
+
+    config = ServiceConfig(model=Path(args.model), label_dir=Path(args.label_dir) if args.label_dir else None,
+                           max_upload_bytes=args.max_upload_mb << 20, detection_threshold=args.threshold,
+                           inference_slots=args.slots, runtime=args.runtime)
+    app = create_app(config)
+    print(f"drustage: serving {args.model} on http://{args.host}:{args.port}/ (API docs at /docs)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from drustage.demo import run_demo
 
@@ -387,6 +401,18 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--boxes", help="use these boxes instead of the detector (COCO .json, VOC .xml/folder, .csv)")
     predict.add_argument("--quiet", action="store_true")
     predict.set_defaults(handler=_cmd_predict)
+
+    serve = sub.add_parser("serve", help="web page and REST API for predictions, and labelling of a folder")
+    serve.add_argument("--model", required=True, help="bundle directory or .zip")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--label-dir", help="folder of radiographs (or a drustage dataset) to label in the page")
+    serve.add_argument("--max-upload-mb", type=int, default=64, help="largest upload accepted")
+    serve.add_argument("--threshold", type=float, default=0.5, help="detection score below which a bone is missing")
+    serve.add_argument("--slots", type=int, default=1, help="radiographs run through the models at once")
+    serve.add_argument("--runtime", default="torch", help="torch, or onnx (after drustage export-onnx)")
+    serve.add_argument("--quiet", action="store_true", help="log warnings only")
+    serve.set_defaults(handler=_cmd_serve)
 
     demo = sub.add_parser("demo", help="the whole method on phantoms: train, evaluate, predict, HTML report")
     demo.add_argument("--out", default="runs/demo", help="output directory (re-running reuses finished steps)")

@@ -88,6 +88,10 @@ class Predictor:
             self.schemes[bone] = payload["scheme_object"]
         self.min_confidence = min_confidence
 
+    def torch_classifier(self, bone: str) -> torch.nn.Module:
+        """The PyTorch model of a bone's classifier (Grad-CAM needs its gradients)."""
+        return self.classifiers[bone]
+
     def crops(self, image: np.ndarray, boxes: dict[str, list[float]], laterality: str | None) -> dict[str, np.ndarray]:
         return {bone: crop_region(image, tuple(box), needs_mirror(laterality)) for bone, box in boxes.items()}
 
@@ -148,6 +152,16 @@ class Predictor:
             ulna=results["ulna"], guidance=guidance, needs_review=bool(reasons), review_reasons=reasons,
             model_fingerprint=self.bundle.fingerprint,
         )
+
+
+RUNTIMES = ("torch",)
+
+
+def make_predictor(bundle: Bundle, runtime: str = "torch", detection_threshold: float = 0.5) -> Predictor:
+    """A predictor running the bundle's models on ``runtime``."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
+    return Predictor(bundle, detection_threshold)
 
 
 def _stage_or_phase(result: BoneResult) -> str:

@@ -1,0 +1,316 @@
+"""The web service: REST API for predictions, the reading page, and folder-backed labelling.
+
+The bundle is loaded once. Model work runs in worker threads, outside the event loop, through
+``inference_slots`` (a semaphore) so concurrent requests queue instead of oversubscribing the
+CPU, and so Grad-CAM's hooks never see another request's forward pass. Requests name results and
+labelling images only by ids looked up in memory; no request text reaches a file path. Uploaded
+file names and DICOM headers are never echoed or logged.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import threading
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from fastapi import Body, FastAPI, File, HTTPException, Path as PathParam, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from drustage.bundle import load_bundle
+from drustage.imaging import Radiograph, RadiographError, load_radiograph, to_uint8
+from drustage.stages import BONES
+
+RESULT_ID = r"^[0-9a-f]{32}$"
+DISPLAY_MAX_SIDE = 1200
+UPLOAD_NAME = "upload"
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpeg"), (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"))
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    model: Path
+    label_dir: Path | None = None
+    max_upload_bytes: int = 64 << 20
+    detection_threshold: float = 0.5
+    max_results: int = 64  # predictions kept for the overlay and crop endpoints
+    inference_slots: int = 1
+    runtime: str = "torch"
+
+
+@dataclass
+class StoredResult:
+    report: dict
+    display: np.ndarray  # uint8, long side <= DISPLAY_MAX_SIDE
+    display_scale: float  # display pixels per original pixel
+    crops: dict[str, np.ndarray]
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The container format from a file's first bytes: png, jpeg, tiff, dicom, or None."""
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "dicom"
+    return None
+
+
+def display_image(image: np.ndarray) -> tuple[np.ndarray, float]:
+    """An 8-bit copy for browsers, long side at most ``DISPLAY_MAX_SIDE``."""
+    from PIL import Image
+
+    height, width = image.shape
+    scale = min(1.0, DISPLAY_MAX_SIDE / max(height, width))
+    pixels = Image.fromarray(to_uint8(image))
+    if scale < 1.0:
+        pixels = pixels.resize((max(1, round(width * scale)), max(1, round(height * scale))),
+                               Image.Resampling.LANCZOS)
+    return np.asarray(pixels), scale
+
+
+def png_bytes(image) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def scaled_report(report: dict, scale: float) -> dict:
+    """The report with boxes in display pixels, for drawing on the display image."""
+    scaled = {**report}
+    for bone in BONES:
+        box = report[bone]["box"]
+        scaled[bone] = {**report[bone], "box": None if box is None else [v * scale for v in box]}
+    return scaled
+
+
+class Engine:
+    """The loaded bundle and the results kept for follow-up requests."""
+
+    def __init__(self, config: ServiceConfig):
+        from drustage.pipeline import make_predictor
+
+        self.config = config
+        self.bundle = load_bundle(config.model)
+        self.predictor = make_predictor(self.bundle, config.runtime, config.detection_threshold)
+        self.slots = threading.BoundedSemaphore(config.inference_slots)
+        self.results: OrderedDict[str, StoredResult] = OrderedDict()
+        self.results_lock = threading.Lock()
+
+    def predict(self, radiograph: Radiograph, sha256: str) -> tuple[str, dict]:
+        with self.slots:
+            report = self.predictor.predict(radiograph, sha256).to_dict()
+        report["source"] = UPLOAD_NAME
+        boxes = {b: report[b]["box"] for b in BONES if report[b]["box"] is not None}
+        crops = self.predictor.crops(radiograph.image, boxes, report["laterality"])
+        display, scale = display_image(radiograph.image)
+        result_id = uuid.uuid4().hex
+        with self.results_lock:
+            self.results[result_id] = StoredResult(report, display, scale, crops)
+            while len(self.results) > self.config.max_results:
+                self.results.popitem(last=False)
+        return result_id, report
+
+    def result(self, result_id: str) -> StoredResult:
+        with self.results_lock:
+            stored = self.results.get(result_id)
+        if stored is None:
+            raise HTTPException(404, f"no prediction {result_id} (results are kept for the last "
+                                     f"{self.config.max_results} uploads)")
+        return stored
+
+    def heatmaps(self, stored: StoredResult) -> dict[str, np.ndarray]:
+        from drustage.gradcam import grad_cam
+
+        with self.slots:
+            return {bone: grad_cam(self.predictor.torch_classifier(bone), crop) for bone, crop in stored.crops.items()}
+
+    def detect(self, image: np.ndarray) -> dict[str, list[float]]:
+        with self.slots:
+            found = self.predictor.detector(image)
+        return {bone: list(d.box) for bone, d in found.items() if d.box is not None}
+
+
+def _links(result_id: str) -> dict:
+    base = f"/v1/predictions/{result_id}"
+    return {"self": base, "overlay": f"{base}/overlay.png", "image": f"{base}/image.png",
+            **{f"{bone}_crop": f"{base}/crops/{bone}.png" for bone in BONES}}
+
+
+async def _read_upload(upload: UploadFile, limit: int, folder: Path) -> Path:
+    """Copy the upload to a server-named file, enforcing the size limit and a known format."""
+    target = folder / UPLOAD_NAME
+    size = 0
+    with open(target, "wb") as handle:
+        while block := await upload.read(1 << 20):
+            size += len(block)
+            if size > limit:
+                raise HTTPException(413, f"upload is larger than the {limit >> 20} MiB limit")
+            handle.write(block)
+    if size == 0:
+        raise HTTPException(400, "the uploaded file is empty")
+    with open(target, "rb") as handle:
+        if sniff_format(handle.read(132)) is None:
+            raise HTTPException(415, "not a PNG, JPEG, TIFF or DICOM file")
+    return target
+
+
+def _load_upload(path: Path) -> tuple[Radiograph, str]:
+    from drustage.pipeline import file_sha256
+
+    try:
+        return load_radiograph(path), file_sha256(path)
+    except RadiographError as error:
+        raise HTTPException(422, f"unreadable radiograph: {error.problem}") from None
+
+
+def create_app(config: ServiceConfig) -> FastAPI:
+    """The FastAPI application; loads the bundle (and labelling folder) before returning."""
+    from drustage.service.labelling import LabelStore, is_complete
+
+    engine = Engine(config)
+    store = LabelStore(config.label_dir) if config.label_dir is not None else None
+    static = resources.files("drustage.service") / "static"
+    app = FastAPI(title="drustage", version=_version(),
+                  description="Luk distal radius and ulna (DRU) skeletal maturity from hand radiographs: "
+                              "decision support for scoliosis bracing, not a diagnosis.")
+    app.state.engine = engine
+    app.state.labels = store
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > config.max_upload_bytes + (1 << 16):
+            return JSONResponse({"detail": f"upload is larger than the {config.max_upload_bytes >> 20} MiB limit"},
+                                status_code=413)
+        return await call_next(request)
+
+    @app.get("/", include_in_schema=False)
+    def index():
+        return FileResponse(str(static / "index.html"), media_type="text/html")
+
+    @app.get("/healthz")
+    def healthz():
+        return {"status": "ok", "model": engine.bundle.fingerprint[:16], "runtime": config.runtime,
+                "labelling": store is not None}
+
+    @app.get("/v1/model")
+    def model_info():
+        manifest = engine.bundle.manifest
+        return {"fingerprint": engine.bundle.fingerprint,
+                "schemes": {bone: manifest[bone]["scheme"] for bone in BONES},
+                "versions": manifest.get("versions", {})}
+
+    @app.post("/v1/predictions", status_code=201)
+    async def create_prediction(file: UploadFile = File(..., description="PNG, JPEG, TIFF or DICOM radiograph")):
+        with tempfile.TemporaryDirectory(prefix="drustage-upload-") as folder:
+            path = await _read_upload(file, config.max_upload_bytes, Path(folder))
+            radiograph, sha256 = await run_in_threadpool(_load_upload, path)
+        result_id, report = await run_in_threadpool(engine.predict, radiograph, sha256)
+        return {"id": result_id, "links": _links(result_id), **report}
+
+    @app.get("/v1/predictions/{result_id}")
+    def get_prediction(result_id: str = PathParam(pattern=RESULT_ID)):
+        return {"id": result_id, "links": _links(result_id), **engine.result(result_id).report}
+
+    @app.get("/v1/predictions/{result_id}/image.png", response_class=Response)
+    def get_image(result_id: str = PathParam(pattern=RESULT_ID)):
+        return Response(png_bytes(engine.result(result_id).display), media_type="image/png")
+
+    @app.get("/v1/predictions/{result_id}/overlay.png", response_class=Response)
+    def get_overlay(result_id: str = PathParam(pattern=RESULT_ID), gradcam: bool = Query(False)):
+        from drustage.viz import render_overlay
+
+        stored = engine.result(result_id)
+        heatmaps = engine.heatmaps(stored) if gradcam else None
+        picture = render_overlay(stored.display.astype(np.float32) / 255.0,
+                                 scaled_report(stored.report, stored.display_scale), stored.crops, heatmaps)
+        return Response(png_bytes(picture), media_type="image/png")
+
+    @app.get("/v1/predictions/{result_id}/crops/{bone}.png", response_class=Response)
+    def get_crop(bone: Literal["radius", "ulna"], result_id: str = PathParam(pattern=RESULT_ID),
+                 gradcam: bool = Query(False)):
+        from drustage.viz import heatmap_rgb
+
+        stored = engine.result(result_id)
+        if bone not in stored.crops:
+            raise HTTPException(404, f"{bone} was not found on this radiograph")
+        heat = engine.heatmaps(stored)[bone] if gradcam else None
+        return Response(png_bytes(heatmap_rgb(stored.crops[bone], heat)), media_type="image/png")
+
+    def labels() -> LabelStore:
+        if store is None:
+            raise HTTPException(404, "labelling is off: start the server with --label-dir FOLDER")
+        return store
+
+    def record_or_404(image_id: str):
+        record = labels().records.get(image_id)
+        if record is None:
+            raise HTTPException(404, f"no image {image_id!r} in the labelling folder")
+        return record
+
+    def record_json(record) -> dict:
+        return {"image_id": record.image_id, "file": record.file, "laterality": record.laterality,
+                "stages": {bone: stage.code for bone, stage in record.stages.items()},
+                "boxes": {bone: list(box) for bone, box in record.boxes.items()}, "complete": is_complete(record)}
+
+    @app.get("/v1/labelling/items")
+    def labelling_items():
+        items = [record_json(r) for r in labels().records.values()]
+        return {"folder": labels().root.name, "count": len(items),
+                "complete": sum(item["complete"] for item in items), "items": items,
+                "next_unlabelled": labels().next_unlabelled()}
+
+    @app.get("/v1/labelling/items/{image_id}")
+    async def labelling_item(image_id: str):
+        record = record_or_404(image_id)
+        try:
+            radiograph = await run_in_threadpool(load_radiograph, labels().path_of(image_id))
+        except RadiographError as error:
+            raise HTTPException(422, f"{record.file}: {error.problem}") from None
+        proposed = None if record.boxes else await run_in_threadpool(engine.detect, radiograph.image)
+        height, width = radiograph.image.shape
+        return {**record_json(record), "width": width, "height": height, "proposed_boxes": proposed,
+                "laterality_metadata": radiograph.meta.laterality,
+                "next_unlabelled": labels().next_unlabelled(image_id)}
+
+    @app.get("/v1/labelling/items/{image_id}/image.png", response_class=Response)
+    async def labelling_image(image_id: str):
+        record = record_or_404(image_id)
+        try:
+            radiograph = await run_in_threadpool(load_radiograph, labels().path_of(image_id))
+        except RadiographError as error:
+            raise HTTPException(422, f"{record.file}: {error.problem}") from None
+        display, _ = display_image(radiograph.image)
+        return Response(png_bytes(display), media_type="image/png")
+
+    @app.put("/v1/labelling/items/{image_id}")
+    async def save_labels(image_id: str, body: dict = Body(..., examples=[{
+            "stages": {"radius": "R7", "ulna": "U5"}, "laterality": "L",
+            "boxes": {"radius": [385.8, 751.3, 476.0, 832.2], "ulna": [325.2, 763.8, 384.2, 818.8]}}])):
+        record_or_404(image_id)
+        try:
+            record = await run_in_threadpool(labels().save, image_id, dict(body.get("stages") or {}),
+                                             dict(body.get("boxes") or {}), body.get("laterality") or None)
+        except (ValueError, TypeError) as error:
+            raise HTTPException(422, str(error)) from None
+        return {**record_json(record), "next_unlabelled": labels().next_unlabelled(image_id)}
+
+    return app
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("drustage")
