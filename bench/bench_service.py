@@ -72,7 +72,8 @@ def main() -> None:
                     while time.monotonic() < stop:
                         start = time.perf_counter()
                         try:
-                            response = http.post("/v1/predictions", files={"file": ("x.png", payloads[k % len(payloads)])})
+                            payload = payloads[k % len(payloads)]
+                            response = http.post("/v1/predictions", files={"file": ("x.png", payload)})
                             failure = None if response.status_code == 201 else f"HTTP {response.status_code}"
                         except httpx.HTTPError as error:
                             failure = type(error).__name__

@@ -14,8 +14,9 @@ def label_dir(trained, tmp_path):
     root, _ = trained
     folder = tmp_path / "to-label"
     folder.mkdir()
-    for source in sorted((root / "young" / "images").glob("*.png"))[:2] + sorted((root / "old" / "images").glob("*.png"))[:2]:
-        shutil.copy(source, folder / f"{source.parent.parent.name}-{source.name}")
+    for group in ("young", "old"):
+        for source in sorted((root / group / "images").glob("*.png"))[:2]:
+            shutil.copy(source, folder / f"{group}-{source.name}")
     return folder
 
 

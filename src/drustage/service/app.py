@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from fastapi import Body, FastAPI, File, HTTPException, Path as PathParam, Query, Request, UploadFile
+from fastapi import Body, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
@@ -147,31 +148,29 @@ def _links(result_id: str) -> dict:
             **{f"{bone}_crop": f"{base}/crops/{bone}.png" for bone in BONES}}
 
 
-async def _read_upload(upload: UploadFile, limit: int, folder: Path) -> Path:
-    """Copy the upload to a server-named file, enforcing the size limit and a known format."""
-    target = folder / UPLOAD_NAME
-    size = 0
-    with open(target, "wb") as handle:
-        while block := await upload.read(1 << 20):
-            size += len(block)
-            if size > limit:
-                raise HTTPException(413, f"upload is larger than the {limit >> 20} MiB limit")
-            handle.write(block)
-    if size == 0:
-        raise HTTPException(400, "the uploaded file is empty")
-    with open(target, "rb") as handle:
-        if sniff_format(handle.read(132)) is None:
-            raise HTTPException(415, "not a PNG, JPEG, TIFF or DICOM file")
-    return target
-
-
-def _load_upload(path: Path) -> tuple[Radiograph, str]:
+def _load_upload(source, limit: int) -> tuple[Radiograph, str]:
+    """Copy an uploaded file object to a server-named temporary file (size limit, known format
+    checked from the first bytes) and load it. Runs in a worker thread: it blocks on disk."""
     from drustage.pipeline import file_sha256
 
-    try:
-        return load_radiograph(path), file_sha256(path)
-    except RadiographError as error:
-        raise HTTPException(422, f"unreadable radiograph: {error.problem}") from None
+    with tempfile.TemporaryDirectory(prefix="drustage-upload-") as folder:
+        target = Path(folder) / UPLOAD_NAME
+        size = 0
+        with open(target, "wb") as handle:
+            while block := source.read(1 << 20):
+                size += len(block)
+                if size > limit:
+                    raise HTTPException(413, f"upload is larger than the {limit >> 20} MiB limit")
+                handle.write(block)
+        if size == 0:
+            raise HTTPException(400, "the uploaded file is empty")
+        with open(target, "rb") as handle:
+            if sniff_format(handle.read(132)) is None:
+                raise HTTPException(415, "not a PNG, JPEG, TIFF or DICOM file")
+        try:
+            return load_radiograph(target), file_sha256(target)
+        except RadiographError as error:
+            raise HTTPException(422, f"unreadable radiograph: {error.problem}") from None
 
 
 def create_app(config: ServiceConfig) -> FastAPI:
@@ -214,9 +213,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
     @app.post("/v1/predictions", status_code=201)
     async def create_prediction(file: UploadFile = File(..., description="PNG, JPEG, TIFF or DICOM radiograph")):
-        with tempfile.TemporaryDirectory(prefix="drustage-upload-") as folder:
-            path = await _read_upload(file, config.max_upload_bytes, Path(folder))
-            radiograph, sha256 = await run_in_threadpool(_load_upload, path)
+        radiograph, sha256 = await run_in_threadpool(_load_upload, file.file, config.max_upload_bytes)
         result_id, report = await run_in_threadpool(engine.predict, radiograph, sha256)
         return {"id": result_id, "links": _links(result_id), **report}
 

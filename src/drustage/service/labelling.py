@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
+from drustage.data.labels import list_images
 from drustage.data.layout import (
     LABELS_FILE,
     MANIFEST_FILE,
@@ -25,7 +26,6 @@ from drustage.data.layout import (
     write_labels,
     write_manifest,
 )
-from drustage.data.labels import list_images
 from drustage.stages import BONES, parse_stage
 
 LOCK_FILE = ".labels.lock"
