@@ -37,6 +37,7 @@ class Bundle:
     root: Path
     manifest: dict
     fingerprint: str  # sha256 over the manifest and checkpoints
+    source: Path  # what the user named: the directory, or the .zip it was extracted from
 
     def path(self, part: str) -> Path:
         return self.root / FILES[part]
@@ -91,7 +92,7 @@ def assemble_bundle(out: str | Path, detector: str | Path, radius: str | Path, u
 
 def load_bundle(path: str | Path) -> Bundle:
     """Open and validate a bundle directory or .zip; raises ``BundleError`` naming the problem."""
-    path = Path(path)
+    path = source = Path(path)
     if path.is_file() and path.suffix == ".zip":
         try:
             with zipfile.ZipFile(path) as handle:
@@ -122,4 +123,4 @@ def load_bundle(path: str | Path) -> Bundle:
     if missing:
         raise BundleError(f"{path}: bundle lacks {', '.join(missing)}")
     fingerprint = _sha256([manifest_path, *(path / name for name in FILES.values())])
-    return Bundle(path, manifest, fingerprint)
+    return Bundle(path, manifest, fingerprint, source)

@@ -213,7 +213,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from drustage.pipeline import Predictor, expand_inputs, predict_files
 
     predictor = Predictor(load_bundle(args.model), detection_threshold=args.threshold,
-                          min_confidence=args.min_confidence)
+                          min_confidence=args.min_confidence, runtime=args.runtime)
     paths = expand_inputs(args.paths)
     if not paths:
         raise CommandError(f"no radiographs found in {' '.join(args.paths)}")
@@ -223,7 +223,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
         boxes = read_boxes(args.boxes)
     reports, failures = predict_files(predictor, paths, args.out, gradcam=args.gradcam, progress=not args.quiet,
-                                      boxes=boxes)
+                                      boxes=boxes, workers=args.workers)
     for report in reports:
         r, u = report["radius"], report["ulna"]
         flag = "  REVIEW: " + "; ".join(report["review_reasons"]) if report["needs_review"] else ""
@@ -236,6 +236,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if failures:
         print(f"drustage: {len(failures)} of {len(paths)} input(s) failed", file=sys.stderr)
         return EXIT_ERROR
+    return 0
+
+
+def _cmd_export_onnx(args: argparse.Namespace) -> int:
+    from drustage.bundle import load_bundle
+    from drustage.onnx_runtime import export_onnx
+
+    out = export_onnx(load_bundle(args.bundle), args.out)
+    print(f"wrote ONNX models to {out} (use --runtime onnx with predict or serve)")
     return 0
 
 
@@ -399,8 +408,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--threshold", type=float, default=0.5, help="detection score below which a bone is missing")
     predict.add_argument("--min-confidence", type=float, default=0.6, help="below this, flag for review")
     predict.add_argument("--boxes", help="use these boxes instead of the detector (COCO .json, VOC .xml/folder, .csv)")
+    predict.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                         help="run the networks with PyTorch, or ONNX Runtime (after drustage export-onnx)")
+    predict.add_argument("--workers", type=int, default=1, help="processes, each with a share of the CPU threads")
     predict.add_argument("--quiet", action="store_true")
     predict.set_defaults(handler=_cmd_predict)
+
+    export = sub.add_parser("export-onnx", help="export a bundle's detector and classifiers to ONNX")
+    export.add_argument("bundle", help="bundle directory or .zip")
+    export.add_argument("--out", help="folder for the .onnx files (default BUNDLE/onnx, or BUNDLE.onnx beside a .zip)")
+    export.set_defaults(handler=_cmd_export_onnx)
 
     serve = sub.add_parser("serve", help="web page and REST API for predictions, and labelling of a folder")
     serve.add_argument("--model", required=True, help="bundle directory or .zip")
@@ -410,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-upload-mb", type=int, default=64, help="largest upload accepted")
     serve.add_argument("--threshold", type=float, default=0.5, help="detection score below which a bone is missing")
     serve.add_argument("--slots", type=int, default=1, help="radiographs run through the models at once")
-    serve.add_argument("--runtime", default="torch", help="torch, or onnx (after drustage export-onnx)")
+    serve.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                       help="torch, or onnx (after drustage export-onnx)")
     serve.add_argument("--quiet", action="store_true", help="log warnings only")
     serve.set_defaults(handler=_cmd_serve)
 

@@ -71,38 +71,70 @@ def infer_laterality(boxes: dict[str, list[float] | None]) -> str | None:
     return "L" if (radius[0] + radius[2]) > (ulna[0] + ulna[2]) else "R"
 
 
-class Predictor:
-    """Loads a bundle once and reuses it for every radiograph."""
+class TorchClassifier:
+    """A stage classifier run by PyTorch: crops (N, 128, 96) -> class probabilities (N, C)."""
 
-    def __init__(self, bundle: Bundle, detection_threshold: float = 0.5, min_confidence: float = 0.6):
+    def __init__(self, checkpoint: str | Path):
         from drustage.training.classifier import load_classifier
+
+        model, _ = load_classifier(checkpoint)
+        self.model = model.to(memory_format=torch.channels_last)
+
+    def probabilities(self, crops: np.ndarray) -> np.ndarray:
+        tensor = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.float32))[:, None]
+        with torch.inference_mode():
+            return self.model(tensor.contiguous(memory_format=torch.channels_last)).softmax(1).numpy()
+
+
+RUNTIMES = ("torch", "onnx")
+
+
+class Predictor:
+    """Loads a bundle once and reuses it for every radiograph.
+
+    ``runtime`` "torch" runs the checkpoints; "onnx" runs the networks exported by
+    ``drustage export-onnx`` with ONNX Runtime. Both share every step around the networks.
+    """
+
+    def __init__(self, bundle: Bundle, detection_threshold: float = 0.5, min_confidence: float = 0.6,
+                 runtime: str = "torch", threads: int | None = None):
+        from drustage.stages import scheme_from_dict
         from drustage.training.detector import Detector
 
+        if runtime not in RUNTIMES:
+            raise ValueError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
         self.bundle = bundle
-        self.detector = Detector(bundle.path("detector"), detection_threshold)
-        self.classifiers = {}
-        self.schemes = {}
-        for bone in BONES:
-            model, payload = load_classifier(bundle.path(bone))
-            self.classifiers[bone] = model.to(memory_format=torch.channels_last)
-            self.schemes[bone] = payload["scheme_object"]
+        self.runtime = runtime
+        if runtime == "onnx":
+            from drustage.onnx_runtime import load_onnx_models
+
+            self.detector, self.classifiers = load_onnx_models(bundle, detection_threshold, threads=threads)
+        else:
+            self.detector = Detector(bundle.path("detector"), detection_threshold)
+            self.classifiers = {bone: TorchClassifier(bundle.path(bone)) for bone in BONES}
+        self.schemes = {bone: scheme_from_dict(bundle.manifest[bone]["scheme"]) for bone in BONES}
         self.min_confidence = min_confidence
+        # what a worker process needs to build the same predictor
+        self.settings = {"detection_threshold": detection_threshold, "min_confidence": min_confidence,
+                         "runtime": runtime}
+        self._torch_classifiers: dict[str, torch.nn.Module] = {}
 
     def torch_classifier(self, bone: str) -> torch.nn.Module:
         """The PyTorch model of a bone's classifier (Grad-CAM needs its gradients)."""
-        return self.classifiers[bone]
+        if isinstance(self.classifiers[bone], TorchClassifier):
+            return self.classifiers[bone].model
+        if bone not in self._torch_classifiers:
+            from drustage.training.classifier import load_classifier
+
+            self._torch_classifiers[bone] = load_classifier(self.bundle.path(bone))[0]
+        return self._torch_classifiers[bone]
 
     def crops(self, image: np.ndarray, boxes: dict[str, list[float]], laterality: str | None) -> dict[str, np.ndarray]:
         return {bone: crop_region(image, tuple(box), needs_mirror(laterality)) for bone, box in boxes.items()}
 
     def classify(self, crops: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Class probabilities per bone; each bone's crop runs through its own classifier."""
-        result = {}
-        with torch.inference_mode():
-            for bone, crop in crops.items():
-                tensor = torch.from_numpy(crop)[None, None].contiguous(memory_format=torch.channels_last)
-                result[bone] = self.classifiers[bone](tensor).softmax(1)[0].numpy()
-        return result
+        return {bone: self.classifiers[bone].probabilities(crop[None])[0] for bone, crop in crops.items()}
 
     def predict(self, radiograph: Radiograph, input_sha256: str = "",
                 boxes: dict[str, tuple[float, float, float, float]] | None = None) -> StageReport:
@@ -154,16 +186,6 @@ class Predictor:
         )
 
 
-RUNTIMES = ("torch",)
-
-
-def make_predictor(bundle: Bundle, runtime: str = "torch", detection_threshold: float = 0.5) -> Predictor:
-    """A predictor running the bundle's models on ``runtime``."""
-    if runtime not in RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
-    return Predictor(bundle, detection_threshold)
-
-
 def _stage_or_phase(result: BoneResult) -> str:
     """A fine-scheme prediction is a stage code (R7); otherwise the phase."""
     return result.prediction if result.scheme == "stage" else result.phase
@@ -179,51 +201,108 @@ def expand_inputs(paths: list[str | Path]) -> list[Path]:
     return files
 
 
-def predict_files(predictor: Predictor, paths: list[Path], out: str | Path, gradcam: bool = False,
-                  progress: bool = True, boxes: dict | None = None) -> tuple[list[dict], list[str]]:
-    """Per radiograph ``<stem>.json`` and ``<stem>.overlay.png`` in ``out``, and ``summary.csv``.
+def _unique_stems(paths: list[Path]) -> list[str]:
+    """Output names per input; two inputs with one name in different folders get distinct stems."""
+    stems, used = [], set()
+    for path in paths:
+        stem = path.stem
+        while stem in used:
+            stem += "_"
+        used.add(stem)
+        stems.append(stem)
+    return stems
 
-    ``boxes`` (``{file name: {bone: box}}``, from ``read_boxes``) replaces detection for the
-    files it names. Bad files are reported and skipped; returns (reports, one-line failures).
-    """
-    import csv
-    import io
+
+def predict_file(predictor: Predictor, path: Path, stem: str, out: Path, gradcam: bool = False,
+                 given: dict | None = None) -> dict:
+    """Predict one radiograph and write ``<stem>.json`` and ``<stem>.overlay.png`` atomically;
+    raises ``ValueError`` naming the file when it cannot be read."""
     import json
-
-    from tqdm import tqdm
 
     from drustage.gradcam import grad_cam
     from drustage.imaging import load_radiograph
     from drustage.io_utils import atomic_path, atomic_write_text
     from drustage.viz import render_overlay
 
+    radiograph = load_radiograph(path)
+    report = predictor.predict(radiograph, file_sha256(path), given).to_dict()
+    used_boxes = {b: report[b]["box"] for b in BONES if report[b]["box"] is not None}
+    crops = predictor.crops(radiograph.image, used_boxes, report["laterality"])
+    heatmaps = None
+    if gradcam:
+        heatmaps = {bone: grad_cam(predictor.torch_classifier(bone), crop) for bone, crop in crops.items()}
+    report["files"] = {"json": f"{stem}.json", "overlay": f"{stem}.overlay.png"}
+    atomic_write_text(out / f"{stem}.json", json.dumps(report, indent=2) + "\n")
+    with atomic_path(out / f"{stem}.overlay.png") as tmp:
+        render_overlay(radiograph.image, report, crops, heatmaps).save(tmp, format="PNG")
+    return report
+
+
+_worker_predictor: Predictor | None = None
+
+
+def _start_worker(source: str, settings: dict, threads: int) -> None:
+    global _worker_predictor
+    from drustage.bundle import load_bundle
+
+    torch.set_num_threads(threads)
+    _worker_predictor = Predictor(load_bundle(source), **settings, threads=threads)
+
+
+def _worker_task(task) -> dict | str:
+    try:
+        return predict_file(_worker_predictor, *task)
+    except ValueError as error:
+        return str(error)
+
+
+def predict_files(predictor: Predictor, paths: list[Path], out: str | Path, gradcam: bool = False,
+                  progress: bool = True, boxes: dict | None = None, workers: int = 1) -> tuple[list[dict], list[str]]:
+    """Per radiograph ``<stem>.json`` and ``<stem>.overlay.png`` in ``out``, and ``summary.csv``.
+
+    ``boxes`` (``{file name: {bone: box}}``, from ``read_boxes``) replaces detection for the
+    files it names. ``workers`` > 1 runs that many processes, each with its own copy of the
+    models and an equal share of the CPU threads. Bad files are reported and skipped; returns
+    (reports in input order, one-line failures).
+    """
+    import csv
+    import io
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
+    from drustage.io_utils import atomic_write_text
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    reports, failures, used = [], [], set()
-    for path in tqdm(paths, desc="predict", unit="img", disable=not progress or len(paths) < 2):
-        try:
-            radiograph = load_radiograph(path)
-            given = None if boxes is None else boxes.get(path.name)
-            if boxes is not None and given is None:
-                raise ValueError(f"{path}: no boxes given for this file")
-            report = predictor.predict(radiograph, file_sha256(path), given).to_dict()
-        except ValueError as error:
-            failures.append(str(error))
+    tasks, failures = [], []
+    for path, stem in zip(paths, _unique_stems(paths)):
+        given = None if boxes is None else boxes.get(path.name)
+        if boxes is not None and given is None:
+            failures.append(f"{path}: no boxes given for this file")
             continue
-        stem = path.stem
-        while stem in used:  # two inputs with one name in different folders
-            stem += "_"
-        used.add(stem)
-        used_boxes = {b: report[b]["box"] for b in BONES if report[b]["box"] is not None}
-        crops = predictor.crops(radiograph.image, used_boxes, report["laterality"])
-        heatmaps = None
-        if gradcam:
-            heatmaps = {bone: grad_cam(predictor.classifiers[bone], crop) for bone, crop in crops.items()}
-        report["files"] = {"json": f"{stem}.json", "overlay": f"{stem}.overlay.png"}
-        atomic_write_text(out / f"{stem}.json", json.dumps(report, indent=2) + "\n")
-        with atomic_path(out / f"{stem}.overlay.png") as tmp:
-            render_overlay(radiograph.image, report, crops, heatmaps).save(tmp, format="PNG")
-        reports.append(report)
+        tasks.append((path, stem, out, gradcam, given))
+    bar = tqdm(total=len(tasks), desc="predict", unit="img", disable=not progress or len(tasks) < 2)
+    outcomes: list[dict | str] = []
+    if workers > 1 and len(tasks) > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                                 initargs=(str(predictor.bundle.source), predictor.settings, threads)) as pool:
+            for outcome in pool.map(_worker_task, tasks):
+                outcomes.append(outcome)
+                bar.update()
+    else:
+        for task in tasks:
+            try:
+                outcomes.append(predict_file(predictor, *task))
+            except ValueError as error:
+                outcomes.append(str(error))
+            bar.update()
+    bar.close()
+    reports = [o for o in outcomes if isinstance(o, dict)]
+    failures += [o for o in outcomes if isinstance(o, str)]
     columns = ["source", "radius_prediction", "radius_phase", "radius_confidence", "ulna_prediction", "ulna_phase",
                "ulna_confidence", "guidance", "needs_review", "review_reasons"]
     buffer = io.StringIO()

@@ -99,11 +99,11 @@ class Engine:
     """The loaded bundle and the results kept for follow-up requests."""
 
     def __init__(self, config: ServiceConfig):
-        from drustage.pipeline import make_predictor
+        from drustage.pipeline import Predictor
 
         self.config = config
         self.bundle = load_bundle(config.model)
-        self.predictor = make_predictor(self.bundle, config.runtime, config.detection_threshold)
+        self.predictor = Predictor(self.bundle, config.detection_threshold, runtime=config.runtime)
         self.slots = threading.BoundedSemaphore(config.inference_slots)
         self.results: OrderedDict[str, StoredResult] = OrderedDict()
         self.results_lock = threading.Lock()

@@ -347,10 +347,14 @@ class Detector:
         self.max_side = self.payload["config"]["model"]["max_size"]
         self.threshold = threshold
 
+    def raw(self, pixels: np.ndarray) -> dict[str, torch.Tensor]:
+        """torchvision's detection output (boxes, labels, scores) for a downscaled uint8 image."""
+        with torch.inference_mode():
+            return self.model([torch.from_numpy(pixels.astype(np.float32) / 255.0)[None]])[0]
+
     def __call__(self, image: np.ndarray):
         pixels, scale = downscale(image, self.max_side)
-        tensor = torch.from_numpy(pixels.astype(np.float32) / 255.0)[None]
-        found = detect(self.model, [tensor], self.threshold)[0]
+        found = best_boxes(self.raw(pixels), pixels.shape, self.threshold)
         return {bone: replace(d, box=None if d.box is None else tuple(v / scale for v in d.box))
                 for bone, d in found.items()}
 
