@@ -58,7 +58,7 @@ def measure_runtime(model: str, runtime: str, runs: int, workers: int, batch: in
             path = paths[i % len(paths)]
             t0 = time.perf_counter()
             radiograph = load_radiograph(path)
-            digest = file_sha256(path)
+            file_sha256(path)
             t1 = time.perf_counter()
             detections = predictor.detector(radiograph.image)
             t2 = time.perf_counter()

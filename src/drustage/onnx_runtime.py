@@ -86,7 +86,8 @@ class OnnxDetector(Detector):
     def raw(self, pixels: np.ndarray) -> dict[str, torch.Tensor]:
         image = (pixels.astype(np.float32) / 255.0)[None]
         boxes, labels, scores = self.session.run(None, {"image": image})
-        return {"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels), "scores": torch.from_numpy(scores)}
+        return {"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels),
+                "scores": torch.from_numpy(scores)}
 
 
 class OnnxClassifier:
