@@ -155,8 +155,8 @@ def main() -> None:
     header = ("measure", *args.runtimes)
     rows = []
     for step in STEPS:
-        rows.append((f"{step} median / p95 (ms)", *(f"{results[r]['latency_ms'][step]['median']:.0f} / "
-                                                    f"{results[r]['latency_ms'][step]['p95']:.0f}" for r in args.runtimes)))
+        cells = (results[r]["latency_ms"][step] for r in args.runtimes)
+        rows.append((f"{step} median / p95 (ms)", *(f"{c['median']:.0f} / {c['p95']:.0f}" for c in cells)))
     for count in sorted({1, args.workers}):
         rows.append((f"throughput, {count} worker(s) (radiographs/s)",
                      *(f"{results[r]['throughput_per_s'][str(count)]:.2f}" for r in args.runtimes)))
