@@ -239,6 +239,28 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_experiments(args: argparse.Namespace) -> int:
+    from drustage.experiments import BUDGETS, EXPERIMENTS, run_experiments
+
+    data = Path(args.data)
+    if not (data / "labels.csv").is_file():
+        if data.exists() and any(data.iterdir()):
+            raise CommandError(f"{data}: not a drustage dataset (no labels.csv) and not empty")
+        from drustage.synth.writer import generate_dataset, get_preset
+
+        print(f"generating the phantom paper dataset in {data} (about 4 minutes on 2 cores)")
+        generate_dataset(data, get_preset("paper"), workers=args.workers, progress=not args.quiet, preset="paper")
+    budget = BUDGETS[args.budget]
+    if args.seeds:
+        from dataclasses import replace
+
+        budget = replace(budget, seeds=args.seeds)
+    report = run_experiments(data, args.out, budget, tuple(args.only or EXPERIMENTS), workers=args.workers,
+                             progress=not args.quiet)
+    print(f"experiments report: {report} (and report.html, results.csv)")
+    return 0
+
+
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
     from drustage.bundle import load_bundle
     from drustage.onnx_runtime import export_onnx
@@ -279,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     synth = sub.add_parser("synth", help="generate a phantom radiograph dataset and its stage contact sheet")
-    synth.add_argument("--preset", default="quick", help="quick (tests, 12 half-size images) or paper (1101)")
+    synth.add_argument("--preset", default="quick", help="quick (tests, 12 half-size images), paper (1101), or detector (1200: ages 1-18.5 and\n"
+                       "the wide film variety: small hands in film frames, wrist views, dark films)")
     synth.add_argument("--out", required=True, help="dataset directory to write")
     synth.add_argument("--count", type=int, help="override the number of radiographs")
     synth.add_argument("--seed", type=int, help="override the seed")
@@ -413,6 +436,18 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--workers", type=int, default=1, help="processes, each with a share of the CPU threads")
     predict.add_argument("--quiet", action="store_true")
     predict.set_defaults(handler=_cmd_predict)
+
+    experiments = sub.add_parser("experiments", help="the paper's classifier experiments over seeds, with a report")
+    experiments.add_argument("--data", default="data/paper", help="phantom paper dataset (generated when absent)")
+    experiments.add_argument("--out", default="runs/experiments", help="results, report; re-running resumes")
+    experiments.add_argument("--budget", choices=("smoke", "cpu", "full"), default="cpu",
+                             help="cpu: under an hour on 2 cores; full: the paper's length, for a GPU")
+    experiments.add_argument("--seeds", type=int, help="override the budget's number of seeds")
+    experiments.add_argument("--only", nargs="+", choices=("balance", "augmentation", "networks", "optimizer",
+                                                           "dropout", "stage"), help="run a subset")
+    experiments.add_argument("--workers", type=int, default=2, help="processes for phantoms and crops")
+    experiments.add_argument("--quiet", action="store_true")
+    experiments.set_defaults(handler=_cmd_experiments)
 
     export = sub.add_parser("export-onnx", help="export a bundle's detector and classifiers to ONNX")
     export.add_argument("bundle", help="bundle directory or .zip")

@@ -46,7 +46,8 @@ def classification_metrics(y_true, y_pred, class_names: list[str] | tuple[str, .
     }
 
 
-def _figure():
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -58,7 +59,7 @@ def _figure():
 def plot_confusion(metrics: dict, path: str | Path, title: str) -> Path:
     from sklearn.metrics import ConfusionMatrixDisplay
 
-    plt = _figure()
+    plt = pyplot()
     names = metrics["classes"]
     fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(names), 1.0 + 0.65 * len(names)), dpi=110)
     ConfusionMatrixDisplay(np.array(metrics["confusion_matrix"]), display_labels=names).plot(
@@ -79,7 +80,7 @@ def write_learning_curves(history: list[dict], png: str | Path, csv: str | Path,
     columns = list(history[0])
     lines = [",".join(columns)] + [",".join(f"{row[c]:.6g}" for c in columns) for row in history]
     atomic_write_text(csv, "\n".join(lines) + "\n")
-    plt = _figure()
+    plt = pyplot()
     epochs = [row["epoch"] for row in history]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=110)
     for key, label in (("train_loss", "train"), ("val_loss", "validation")):

@@ -101,3 +101,23 @@ def test_written_dataset_crops_show_bone(quick_dataset):
     crop = crop_region(image, record.boxes["radius"], needs_mirror(record.laterality))
     assert crop.std() > 0.05
     assert (quick_dataset / "dataset.json").is_file()
+
+
+def test_wide_variety_moves_the_boxes_with_the_film():
+    """Whatever the film type (wrist view, small hand on a board, plain), the bright block drawn
+    at the box stays inside the returned box."""
+    from drustage.synth.phantom import _film_variety
+
+    image = np.full((400, 300), 0.2, np.float32)
+    image[250:300, 100:180] = 1.0
+    boxes = {"radius": (100.0, 250.0, 180.0, 300.0)}
+    rng = np.random.default_rng(0)
+    sizes = set()
+    for _ in range(40):
+        out, moved, _ = _film_variety(image, boxes, 5.0, 320.0, rng)
+        x1, y1, x2, y2 = moved["radius"]
+        assert 0 <= x1 < x2 <= out.shape[1] and 0 <= y1 < y2 <= out.shape[0]
+        inside = out[int(y1) + 2:int(y2) - 2, int(x1) + 2:int(x2) - 2]
+        assert inside.min() > np.median(out)  # the block, not the board or the rest of the film
+        sizes.add(out.shape)
+    assert len(sizes) > 2  # wrist crops change the frame size; the others keep it

@@ -234,8 +234,13 @@ _CARPALS = (
 )
 
 
-def render_phantom(subject: Subject, rng: np.random.Generator, image_scale: float = 1.0) -> Phantom:
-    """Draw one radiograph of ``subject``. Deterministic for a given generator state."""
+def render_phantom(subject: Subject, rng: np.random.Generator, image_scale: float = 1.0,
+                   variety: str = "standard") -> Phantom:
+    """Draw one radiograph of ``subject``. Deterministic for a given generator state.
+
+    ``variety`` "wide" adds the film types real archives hold and standard phantoms lack (small
+    hands inside scanned film frames, wrist-only views, dark and flat exposures); "standard"
+    draws exactly what it always has."""
     maturity = bone_age_of(subject)
     size = _age_size(subject.age_years) * rng.normal(1.0, 0.04)
     height = int(rng.uniform(1000, 1800) * image_scale)
@@ -277,12 +282,51 @@ def render_phantom(subject: Subject, rng: np.random.Generator, image_scale: floa
 
     soft = _soft_tissue(pose, size, rays_soft, rng)
     image = _expose(bone, soft, rng, ppm)
+    boxes = {name: pose.pixel_box(*placement.canonical_box()) for name, placement in drus.items()}
+    if variety == "wide":
+        image, boxes, ppm = _film_variety(image, boxes, ppm, wrist_row, rng)
     image = _add_markers(image, laterality, rng)
-    boxes = {}
-    for name, placement in drus.items():
-        x1, y1, x2, y2 = pose.pixel_box(*placement.canonical_box())
-        boxes[name] = (max(x1, 0.0), max(y1, 0.0), min(x2, width - 1.0), min(y2, height - 1.0))
+    height, width = image.shape
+    boxes = {name: (max(x1, 0.0), max(y1, 0.0), min(x2, width - 1.0), min(y2, height - 1.0))
+             for name, (x1, y1, x2, y2) in boxes.items()}
     return Phantom(image, boxes, laterality, subject, pixel_spacing_mm=1.0 / ppm)
+
+
+Boxes = dict[str, tuple[float, float, float, float]]
+
+
+def _film_variety(image: np.ndarray, boxes: Boxes, ppm: float, wrist_row: float,
+                  rng: np.random.Generator) -> tuple[np.ndarray, Boxes, float]:
+    """One of: a wrist-only view (10%), a small hand on a scanned film board (20%), or the
+    radiograph as is (70%); then a dark or flat exposure (25%)."""
+    from PIL import Image
+
+    h, w = image.shape
+    kind = rng.choice(["wrist", "small", "plain"], p=[0.1, 0.2, 0.7])
+    if kind == "wrist":
+        top = int(np.clip(wrist_row - rng.uniform(0.2, 0.35) * h, 0, h - 2))
+        left, right = int(rng.uniform(0.0, 0.2) * w), w - int(rng.uniform(0.0, 0.2) * w)
+        image = image[top:, left:right]
+        boxes = {k: (x1 - left, y1 - top, x2 - left, y2 - top) for k, (x1, y1, x2, y2) in boxes.items()}
+    elif kind == "small":
+        factor = rng.uniform(0.4, 0.7)
+        small = np.asarray(Image.fromarray(image).resize((max(1, round(w * factor)), max(1, round(h * factor))),
+                                                         Image.Resampling.BILINEAR))
+        board = np.full((h, w), rng.uniform(0.05, 0.7), np.float32) + rng.normal(0, 0.01, (h, w)).astype(np.float32)
+        top = int(rng.uniform(0.05, 1.0 - factor - 0.02) * h)
+        left = int(rng.uniform(0.05, 1.0 - factor - 0.02) * w)
+        rim = int(rng.uniform(0.005, 0.03) * w)  # the film's own edge around the exposed field
+        board[max(top - rim, 0):top + small.shape[0] + rim, max(left - rim, 0):left + small.shape[1] + rim] = \
+            rng.uniform(0.0, 0.15)
+        board[top:top + small.shape[0], left:left + small.shape[1]] = small
+        image = board
+        boxes = {k: (x1 * factor + left, y1 * factor + top, x2 * factor + left, y2 * factor + top)
+                 for k, (x1, y1, x2, y2) in boxes.items()}
+        ppm *= factor
+    if rng.random() < 0.25:
+        low, span = rng.uniform(0.0, 0.3), rng.uniform(0.25, 0.6)
+        image = low + span * np.clip(image, 0, 1) ** rng.uniform(1.2, 2.5)
+    return np.clip(image, 0, 1).astype(np.float32), boxes, ppm
 
 
 def _place_dru(subject: Subject, rng: np.random.Generator, size: float) -> dict[str, DruPlacement]:

@@ -26,6 +26,7 @@ class SynthConfig:
     quotas: tuple[StageQuota, ...] = ()
     image_scale: float = 1.0  # 1.0 gives 900-1500 x 1000-1800 pixel radiographs
     image_format: str = "png"  # "png" (16-bit) or "dicom"
+    variety: str = "standard"  # "wide": also small hands in film frames, wrist views, dark films
 
 
 # The paper's sets need, per phase: ulna peak 200, deceleration 250, mature 150; radius
@@ -43,6 +44,8 @@ PAPER_QUOTAS = (
 PRESETS: dict[str, SynthConfig] = {
     "quick": SynthConfig(count=12, seed=0, image_scale=0.5),
     "paper": SynthConfig(count=1101, seed=2019, age_range=(6.0, 18.5), quotas=PAPER_QUOTAS),
+    # For the detector: infants to adults and the film types of real archives.
+    "detector": SynthConfig(count=1200, seed=4242, age_range=(1.0, 18.5), variety="wide"),
 }
 
 
@@ -59,7 +62,7 @@ def _image_seed(seed: int, index: int) -> np.random.Generator:
 
 def _render_one(task: tuple[int, Subject, SynthConfig, str]) -> Record:
     index, subject, config, root = task
-    phantom = render_phantom(subject, _image_seed(config.seed, index), config.image_scale)
+    phantom = render_phantom(subject, _image_seed(config.seed, index), config.image_scale, config.variety)
     image_id = f"phantom-{index:05d}"
     suffix = ".dcm" if config.image_format == "dicom" else ".png"
     relative = f"images/{image_id}{suffix}"
@@ -115,6 +118,8 @@ def generate_dataset(out: str | Path, config: SynthConfig, workers: int | None =
 
     if config.image_format not in ("png", "dicom"):
         raise ValueError(f"image format must be png or dicom, got {config.image_format!r}")
+    if config.variety not in ("standard", "wide"):
+        raise ValueError(f"variety must be standard or wide, got {config.variety!r}")
     if config.image_scale <= 0:
         raise ValueError(f"image scale must be positive, got {config.image_scale}")
     out = Path(out)

@@ -43,6 +43,9 @@ class ClassifierConfig:
     seed: int = 0
     balance: bool = True  # oversample minority classes to the majority count
     augment: int = 5  # epoch-size factor; 1 means no augmentation
+    # Fixed samples per epoch, drawn from the (balanced, augmented) pool; lets experiments compare
+    # conditions at equal compute. None: the whole pool once per epoch.
+    epoch_samples: int | None = None
     max_shift: float = 0.06  # translation, fraction of the crop
     scale_range: tuple[float, float] = (0.9, 1.1)
     test_per_class: int | None = None  # the paper: 25 radius, 50 ulna
@@ -72,6 +75,8 @@ class ClassifierConfig:
         for name in ("lr", "batch_size", "epochs", "augment"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.epoch_samples is not None and self.epoch_samples <= 0:
+            raise ValueError(f"epoch_samples must be positive, got {self.epoch_samples}")
         if self.min_stage is not None:
             parse_stage(self.min_stage, self.bone)
 
@@ -168,8 +173,9 @@ def _loss_and_accuracy(model, context, labels) -> tuple[float, float]:
 
 
 def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path, workers: int = 1,
-                     progress: bool = True) -> dict:
-    """Train, select on validation, test once; write checkpoint, metrics and plots to ``out``."""
+                     progress: bool = True, checkpoint: bool = True) -> dict:
+    """Train, select on validation, test once; write checkpoint (unless ``checkpoint`` is False),
+    metrics and plots to ``out``. ``metrics.json`` is written last: its presence marks a finished run."""
     from tqdm import tqdm
 
     config.validate()
@@ -201,8 +207,10 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
     validation_labels = data.labels[split.validation] if len(split.validation) else train_labels
     for epoch in range(1, config.epochs + 1):
         model.train()
-        order = np.tile(base, config.augment)
-        order = split.train[order[rng.permutation(len(order))]]
+        pool = np.tile(base, config.augment)
+        picks = (rng.permutation(len(pool)) if config.epoch_samples is None
+                 else rng.integers(0, len(pool), config.epoch_samples))
+        order = split.train[pool[picks]]
         total_loss, total_correct = 0.0, 0
         batches = range(0, len(order), config.batch_size)
         for start in tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
@@ -239,14 +247,15 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
     plot_confusion(test_metrics, out / "confusion.png", f"{title}: held-out test")
     write_learning_curves(history, out / "curves.png", out / "curves.csv", title)
     counts = {name: int((data.labels == i).sum()) for i, name in enumerate(scheme.classes)}
-    save_checkpoint(
-        out / "classifier.pt", "classifier", model.state_dict(),
-        config=config.to_dict(), scheme=scheme.to_dict(), input_size=list(CROP_SIZE),
-        metrics=test_metrics, history=history,
-        data={"dataset": str(dataset.root.name), "class_counts": counts,
-              "split": {"train": len(split.train), "validation": len(split.validation), "test": len(split.test)},
-              "test_ids": [data.image_ids[i] for i in split.test]},
-    )
+    if checkpoint:
+        save_checkpoint(
+            out / "classifier.pt", "classifier", model.state_dict(),
+            config=config.to_dict(), scheme=scheme.to_dict(), input_size=list(CROP_SIZE),
+            metrics=test_metrics, history=history,
+            data={"dataset": str(dataset.root.name), "class_counts": counts,
+                  "split": {"train": len(split.train), "validation": len(split.validation), "test": len(split.test)},
+                  "test_ids": [data.image_ids[i] for i in split.test]},
+        )
     atomic_write_text(out / "metrics.json", json.dumps({"config": config.to_dict(), "test": test_metrics,
                                                         "class_counts": counts}, indent=2) + "\n")
     return test_metrics
