@@ -301,8 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     synth = sub.add_parser("synth", help="generate a phantom radiograph dataset and its stage contact sheet")
-    synth.add_argument("--preset", default="quick", help="quick (tests, 12 half-size images), paper (1101), or detector (1200: ages 1-18.5 and\n"
-                       "the wide film variety: small hands in film frames, wrist views, dark films)")
+    synth.add_argument("--preset", default="quick",
+                       help="quick (tests, 12 half-size images), paper (1101), or detector (1200: ages 1-18.5 and "
+                            "the wide film variety: small hands in film frames, wrist views, dark films)")
     synth.add_argument("--out", required=True, help="dataset directory to write")
     synth.add_argument("--count", type=int, help="override the number of radiographs")
     synth.add_argument("--seed", type=int, help="override the seed")
