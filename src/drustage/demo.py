@@ -24,6 +24,7 @@ class DemoConfig:
     detector_min_size: int
     detector_max_size: int
     detector_representation: int
+    detector_roi_pool: str
     classifier_epochs: int
     classifier_augment: int
     radius_net: str
@@ -34,13 +35,16 @@ class DemoConfig:
 
 
 # The full demo fits about 15 minutes on 2 CPU cores; the detector's box head uses 1024 units
-# instead of the paper's 4096 because it trains about twice as fast (bench/bench_detector.py).
+# instead of the paper's 4096 because it trains about twice as fast (bench/bench_detector.py),
+# and RoIAlign instead of RoI max pooling because its boxes are tighter (mean IoU 0.82 -> 0.88).
 DEMO = DemoConfig(phantoms=400, image_scale=0.6, detector_iterations=1200, detector_min_size=384,
-                  detector_max_size=512, detector_representation=1024, classifier_epochs=12,
+                  detector_max_size=512, detector_representation=1024, detector_roi_pool="roialign",
+                  classifier_epochs=12,
                   classifier_augment=5, radius_net="net7", ulna_net="net8", predict_phantoms=6, predict_real=8)
 # --quick only shows every step working: its models are far too briefly trained to be right.
 QUICK = DemoConfig(phantoms=40, image_scale=0.4, detector_iterations=60, detector_min_size=224,
-                   detector_max_size=288, detector_representation=256, classifier_epochs=3,
+                   detector_max_size=288, detector_representation=256, detector_roi_pool="roialign",
+                   classifier_epochs=3,
                    classifier_augment=2, radius_net="net1", ulna_net="net1", predict_phantoms=3, predict_real=2)
 
 
@@ -96,7 +100,8 @@ def run_demo(out: str | Path, quick: bool = False, real: Path | None = None, wor
 
     detector_config = DetectorTrainConfig(
         model=DetectorConfig(min_size=config.detector_min_size, max_size=config.detector_max_size,
-                             representation_size=config.detector_representation),
+                             representation_size=config.detector_representation,
+                             roi_pool=config.detector_roi_pool),
         iterations=config.detector_iterations, validate_every=max(config.detector_iterations // 3, 1),
         warmup=min(50, config.detector_iterations // 4), seed=config.seed)
     settings = {"phantoms": config.phantoms, **json.loads(json.dumps(detector_config.to_dict()))}
