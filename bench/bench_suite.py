@@ -6,8 +6,8 @@ the theoretical floor, for PyTorch and ONNX Runtime, as one table and a JSON fil
 Each runtime is measured in its own process (so peak memory is its own). Latency: median and
 p95 over ``--runs`` full-size phantoms after 3 warm-up runs, split into load (decode + SHA-256),
 detect, crop, classify and render (overlay PNG); "total" is load to JSON, without render.
-Throughput: ``drustage predict`` on a folder of phantoms with 1 and ``--workers`` processes
-(JSON + overlay written). Floor: the pipeline's floating-point operations (torch's
+Throughput: ``drustage predict`` on a folder of ``--batch`` phantoms with 1 and ``--workers``
+processes (JSON + overlay written; worker start-up included). Floor: the pipeline's floating-point operations (torch's
 FlopCounterMode over one detector and two classifier passes) divided by this CPU's measured
 float32 matmul rate; no implementation of these networks can beat it on this machine.
 A bundle without an ONNX export gets one (``BUNDLE/onnx``) first.
@@ -41,8 +41,8 @@ def _phantoms(folder: Path, count: int) -> list[Path]:
     return sorted((folder / "images").glob("*.png"))
 
 
-def measure_runtime(model: str, runtime: str, runs: int, workers: int, batch: int) -> dict:
-    """Everything for one runtime, in this process."""
+def measure_runtime(model: str, runtime: str, runs: int, workers: int, images: Path) -> dict:
+    """Everything for one runtime, in this process, on the phantoms in ``images``."""
     from drustage.bundle import load_bundle
     from drustage.imaging import load_radiograph
     from drustage.pipeline import Predictor, file_sha256, predict_files
@@ -52,8 +52,8 @@ def measure_runtime(model: str, runtime: str, runs: int, workers: int, batch: in
     predictor = Predictor(load_bundle(model), runtime=runtime)
     load_seconds = time.perf_counter() - start
     times: dict[str, list[float]] = {step: [] for step in STEPS}
+    paths = sorted(images.glob("*.png"))
     with tempfile.TemporaryDirectory() as folder:
-        paths = _phantoms(Path(folder) / "phantoms", max(batch, 12))
         for i in range(runs + 3):
             path = paths[i % len(paths)]
             t0 = time.perf_counter()
@@ -80,7 +80,7 @@ def measure_runtime(model: str, runtime: str, runs: int, workers: int, batch: in
         for count in sorted({1, workers}):
             out = Path(folder) / f"out{count}"
             start = time.perf_counter()
-            reports, _ = predict_files(predictor, paths[:batch], out, progress=False, workers=count)
+            reports, _ = predict_files(predictor, paths, out, progress=False, workers=count)
             throughput[count] = len(reports) / (time.perf_counter() - start)
     return {
         "runtime": runtime, "threads": torch.get_num_threads(), "model_load_s": load_seconds,
@@ -127,13 +127,13 @@ def main() -> None:
     parser.add_argument("--runtimes", nargs="+", default=["torch", "onnx"], choices=["torch", "onnx"])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2, help="processes for the throughput row")
-    parser.add_argument("--batch", type=int, default=16, help="phantoms in the throughput folder")
+    parser.add_argument("--batch", type=int, default=48, help="phantoms in the throughput folder")
     parser.add_argument("--json", default="runs/bench/bench_suite.json", help="where the results go")
-    parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: measure one runtime into this file
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)  # internal: IMAGES RESULT for one runtime
     args = parser.parse_args()
     if args.child:
-        result = measure_runtime(args.model, args.runtimes[0], args.runs, args.workers, args.batch)
-        Path(args.child).write_text(json.dumps(result))
+        result = measure_runtime(args.model, args.runtimes[0], args.runs, args.workers, Path(args.child[0]))
+        Path(args.child[1]).write_text(json.dumps(result))
         return
 
     from drustage.bundle import load_bundle
@@ -145,11 +145,12 @@ def main() -> None:
         print(f"exporting ONNX models to {export_onnx(bundle)}")
     results = {}
     with tempfile.TemporaryDirectory() as folder:
+        images = _phantoms(Path(folder) / "phantoms", args.batch)[0].parent
         for runtime in args.runtimes:
             child = Path(folder) / f"{runtime}.json"
             subprocess.run([sys.executable, __file__, "--model", args.model, "--runtimes", runtime, "--runs",
-                            str(args.runs), "--workers", str(args.workers), "--batch", str(args.batch),
-                            "--child", str(child)], check=True)
+                            str(args.runs), "--workers", str(args.workers), "--child", str(images), str(child)],
+                           check=True)
             results[runtime] = json.loads(child.read_text())
     floor = measure_floor(args.model)
     header = ("measure", *args.runtimes)
@@ -158,7 +159,7 @@ def main() -> None:
         cells = (results[r]["latency_ms"][step] for r in args.runtimes)
         rows.append((f"{step} median / p95 (ms)", *(f"{c['median']:.0f} / {c['p95']:.0f}" for c in cells)))
     for count in sorted({1, args.workers}):
-        rows.append((f"throughput, {count} worker(s) (radiographs/s)",
+        rows.append((f"throughput, {count} worker(s), {args.batch} files (radiographs/s)",
                      *(f"{results[r]['throughput_per_s'][str(count)]:.2f}" for r in args.runtimes)))
     rows += [
         ("model load (s)", *(f"{results[r]['model_load_s']:.2f}" for r in args.runtimes)),

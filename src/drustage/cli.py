@@ -175,7 +175,7 @@ def _cmd_evaluate_detector(args: argparse.Namespace) -> int:
     from drustage.training.detector import evaluate_detector
 
     metrics = evaluate_detector(args.checkpoint, read_dataset(args.dataset), args.out, held_out_only=not args.all,
-                                workers=args.workers, threshold=args.threshold)
+                                workers=args.workers, threshold=args.threshold, held_out_of=args.held_out_of)
     print(_detector_summary(metrics) + f"; wrote {args.out}")
     if args.real:
         from drustage.training.detector import real_detection_sheet
@@ -403,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_det.add_argument("--out", required=True)
     evaluate_det.add_argument("--all", action="store_true", help="every boxed radiograph, not only the held-out test")
     evaluate_det.add_argument("--threshold", type=float, default=0.5, help="score below which a bone is not found")
+    evaluate_det.add_argument("--held-out-of", help="evaluate on the test images this other checkpoint held out "
+                                                    "(e.g. the run a fine-tune started from, on its dataset)")
     evaluate_det.add_argument("--workers", type=int, default=1)
     evaluate_det.add_argument("--real", help="folder of unlabelled real radiographs for a detection contact sheet")
     evaluate_det.add_argument("--real-count", type=int, default=48, help="at most this many real radiographs")

@@ -66,6 +66,13 @@ def test_train_evaluate_and_crop(quick_dataset, tiny_detector, tmp_path, capsys)
                  str(tmp_path / "eval"), "--all"]) == 0
     assert (tmp_path / "eval/detections.png").is_file()
     assert json.loads((tmp_path / "eval/metrics.json").read_text())["n"] == 12
+    # --held-out-of: the test images of another run (e.g. the one a fine-tune started from)
+    first_three = [r.image_id for r in read_dataset(quick_dataset).records[:3]]
+    other = dict(payload, data={**payload["data"], "test_ids": first_three})
+    torch.save(other, tmp_path / "other.pt")
+    assert main(["evaluate-detector", str(checkpoint), str(quick_dataset), "--out", str(tmp_path / "eval3"),
+                 "--held-out-of", str(tmp_path / "other.pt")]) == 0
+    assert json.loads((tmp_path / "eval3/metrics.json").read_text())["n"] == 3
     # an untrained detector finds little: crop reports the misses and still writes what it has
     assert main(["crop", str(quick_dataset), "--out", str(tmp_path / "detected"), "--detector",
                  str(checkpoint), "--threshold", "0.99", "--quiet"]) == 0

@@ -360,14 +360,16 @@ class Detector:
 
 
 def evaluate_detector(checkpoint: str | Path, dataset: Dataset, out: str | Path, held_out_only: bool = True,
-                      workers: int = 1, threshold: float = 0.5) -> dict:
-    """Metrics of a detector checkpoint on a dataset (its recorded test images when present) and
-    a contact sheet of predicted (colour) against true (green) boxes."""
+                      workers: int = 1, threshold: float = 0.5, held_out_of: str | Path | None = None) -> dict:
+    """Metrics of a detector checkpoint on a dataset (its recorded test images when present, or
+    those of the ``held_out_of`` checkpoint, e.g. the run it was fine-tuned from) and a contact
+    sheet of predicted (colour) against true (green) boxes."""
     from drustage.viz import detection_sheet
 
     model, payload = load_detector(checkpoint)
     records = [r for r in dataset.records if all(b in r.boxes for b in BONES)]
-    test_ids = set(payload.get("data", {}).get("test_ids", []))
+    split_from = payload if held_out_of is None else load_checkpoint(held_out_of, "detector")
+    test_ids = set(split_from.get("data", {}).get("test_ids", []))
     if held_out_only and test_ids and any(r.image_id in test_ids for r in records):
         records = [r for r in records if r.image_id in test_ids]
     if not records:
