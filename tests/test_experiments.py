@@ -35,7 +35,7 @@ def test_cpu_plan_covers_every_experiment_once_per_condition():
     assert ("augmentation", "balanced x5") in shared.rows
     for condition in conditions:
         condition.config.validate()
-        assert condition.config.epochs * condition.config.epoch_samples == 4500  # equal compute
+        assert condition.config.epochs * condition.config.epoch_samples == 2500  # equal compute
     radius_sets = {c.config.min_stage for c in conditions if c.config.bone == "radius" and c.config.scheme != "stage"}
     assert radius_sets == {"R5"}  # the paper's radius set
 

@@ -67,8 +67,8 @@ class Budget:
 BUDGETS = {
     "smoke": Budget("smoke", seeds=2, epochs=2, epoch_samples=32, learning_rates=(1e-3,), nets=("net1", "net7"),
                     paper_sets=False, note="plumbing check on any small dataset; numbers mean nothing"),
-    "cpu": Budget("cpu", seeds=2, epochs=6, epoch_samples=750, learning_rates=(1e-3, 1e-4),
-                  note="under an hour on 2 CPU cores: 4,500 training samples per run"),
+    "cpu": Budget("cpu", seeds=2, epochs=5, epoch_samples=500, learning_rates=(1e-3, 1e-4),
+                  note="under an hour on 2 CPU cores: 2,500 training samples per run"),
     "full": Budget("full", seeds=3, epochs=20, epoch_samples=3000, learning_rates=(1e-2, 1e-3, 1e-4, 1e-5),
                    note="the paper's length (20 epochs of the x5 augmented set); meant for a GPU"),
 }

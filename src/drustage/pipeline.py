@@ -139,6 +139,12 @@ class Predictor:
     def predict(self, radiograph: Radiograph, input_sha256: str = "",
                 boxes: dict[str, tuple[float, float, float, float]] | None = None) -> StageReport:
         """Detect (or take the ``boxes`` given, e.g. drawn by a reader), crop, classify, advise."""
+        return self.predict_with_crops(radiograph, input_sha256, boxes)[0]
+
+    def predict_with_crops(self, radiograph: Radiograph, input_sha256: str = "",
+                           boxes: dict[str, tuple[float, float, float, float]] | None = None
+                           ) -> tuple[StageReport, dict[str, np.ndarray]]:
+        """``predict``, also returning the classifier crops (for overlays and Grad-CAM)."""
         image = radiograph.image
         detections = self.detector(image) if boxes is None else {}
         if boxes is None:
@@ -152,7 +158,8 @@ class Predictor:
             laterality_source = "boxes" if laterality else "unknown"
         if laterality is None:
             reasons.append("hand side unknown: crops not mirrored")
-        probabilities = self.classify(self.crops(image, boxes, laterality))
+        crops = self.crops(image, boxes, laterality)
+        probabilities = self.classify(crops)
         results = {}
         for bone in BONES:
             scheme = self.schemes[bone]
@@ -183,7 +190,7 @@ class Predictor:
             laterality=laterality, laterality_source=laterality_source, radius=results["radius"],
             ulna=results["ulna"], guidance=guidance, needs_review=bool(reasons), review_reasons=reasons,
             model_fingerprint=self.bundle.fingerprint,
-        )
+        ), crops
 
 
 def _stage_or_phase(result: BoneResult) -> str:
@@ -225,9 +232,8 @@ def predict_file(predictor: Predictor, path: Path, stem: str, out: Path, gradcam
     from drustage.viz import render_overlay
 
     radiograph = load_radiograph(path)
-    report = predictor.predict(radiograph, file_sha256(path), given).to_dict()
-    used_boxes = {b: report[b]["box"] for b in BONES if report[b]["box"] is not None}
-    crops = predictor.crops(radiograph.image, used_boxes, report["laterality"])
+    result, crops = predictor.predict_with_crops(radiograph, file_sha256(path), given)
+    report = result.to_dict()
     heatmaps = None
     if gradcam:
         heatmaps = {bone: grad_cam(predictor.torch_classifier(bone), crop) for bone, crop in crops.items()}

@@ -110,10 +110,9 @@ class Engine:
 
     def predict(self, radiograph: Radiograph, sha256: str) -> tuple[str, dict]:
         with self.slots:
-            report = self.predictor.predict(radiograph, sha256).to_dict()
+            result, crops = self.predictor.predict_with_crops(radiograph, sha256)
+        report = result.to_dict()
         report["source"] = UPLOAD_NAME
-        boxes = {b: report[b]["box"] for b in BONES if report[b]["box"] is not None}
-        crops = self.predictor.crops(radiograph.image, boxes, report["laterality"])
         display, scale = display_image(radiograph.image)
         result_id = uuid.uuid4().hex
         with self.results_lock:
