@@ -25,7 +25,7 @@ def small_dataset(tmp_path_factory):
 def test_cpu_plan_covers_every_experiment_once_per_condition():
     conditions = plan(BUDGETS["cpu"])
     keys = [c.key for c in conditions]
-    assert len(keys) == len(set(keys)) == 32  # 16 distinct trainings per bone
+    assert len(keys) == len(set(keys)) == 34  # 17 distinct trainings per bone
     rows = {(e, c.config.bone, label) for c in conditions for e, label in c.rows}
     for bone in BONES:
         assert {e for e, b, _ in rows if b == bone} == set(EXPERIMENTS)
@@ -35,7 +35,7 @@ def test_cpu_plan_covers_every_experiment_once_per_condition():
     assert ("augmentation", "balanced x5") in shared.rows
     for condition in conditions:
         condition.config.validate()
-        assert condition.config.epochs * condition.config.epoch_samples == 2500  # equal compute
+        assert condition.config.epochs * condition.config.epoch_samples == 5000  # equal compute
     radius_sets = {c.config.min_stage for c in conditions if c.config.bone == "radius" and c.config.scheme != "stage"}
     assert radius_sets == {"R5"}  # the paper's radius set
 

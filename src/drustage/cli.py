@@ -106,7 +106,7 @@ def _classifier_config(args: argparse.Namespace):
             caps[name.strip()] = int(count)
     return ClassifierConfig(
         bone=args.bone, scheme=args.scheme, net=args.net, conv_spec=args.conv or "", fc_spec=args.fc or "",
-        dropout=args.dropout, optimizer=args.optimizer, lr=args.lr, batch_size=args.batch_size,
+        dropout=args.dropout, standardize=args.standardize, optimizer=args.optimizer, lr=args.lr, batch_size=args.batch_size,
         epochs=args.epochs, seed=args.seed, balance=args.balance, augment=args.augment,
         test_per_class=args.test_per_class, test_fraction=args.test_fraction, val_fraction=args.val_fraction,
         min_stage=args.min_stage, per_class_cap=caps, threads=args.threads,
@@ -344,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--conv", help="conv spec for --net custom, e.g. 32c3-64c3-64c3-128c3-128c3")
     train.add_argument("--fc", help="fc spec for --net custom, e.g. 4096-1024")
     train.add_argument("--dropout", type=float, default=0.5, help="dropout after each FC layer (0: none)")
+    train.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=True,
+                       help="per-crop zero mean / unit variance at the network input (--no-standardize: raw crops)")
     train.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     train.add_argument("--lr", type=float, default=1e-4)
     train.add_argument("--batch-size", type=int, default=16)
@@ -447,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
                              help="cpu: under an hour on 2 cores; full: the paper's length, for a GPU")
     experiments.add_argument("--seeds", type=int, help="override the budget's number of seeds")
     experiments.add_argument("--only", nargs="+", choices=("balance", "augmentation", "networks", "optimizer",
-                                                           "dropout", "stage"), help="run a subset")
+                                                           "dropout", "input", "stage"), help="run a subset")
     experiments.add_argument("--workers", type=int, default=2, help="processes for phantoms and crops")
     experiments.add_argument("--quiet", action="store_true")
     experiments.set_defaults(handler=_cmd_experiments)

@@ -4,7 +4,8 @@ Experiments (the paper's numbering): balanced against imbalanced training with t
 (table 4, convergence in figure 9); with against without x5 augmentation (table 5); the nine
 networks for both bones (table 6, figure 10); Adam against SGD over learning rates (figure 11)
 and dropout against none (figure 12); the best configuration per bone (table 7); and the fine
-``stage`` scheme the paper left as future work.
+``stage`` scheme the paper left as future work. Every run uses drustage's per-crop standardised
+input except the "input" experiment's raw-crop row, which measures what it changes.
 
 Every run of a budget sees the same number of training samples (``epochs`` x
 ``epoch_samples``), so conditions are compared at equal compute. A condition shared by several
@@ -47,7 +48,7 @@ PAPER = {
     ("best", "ulna", "best"): 0.90, ("best", "radius", "best"): 0.92,
 }
 PAPER_BEST = {"ulna": "net8, Adam 1e-3, dropout", "radius": "net7, Adam 1e-4, dropout"}
-EXPERIMENTS = ("balance", "augmentation", "networks", "optimizer", "dropout", "stage")
+EXPERIMENTS = ("balance", "augmentation", "networks", "optimizer", "dropout", "input", "stage")
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,8 @@ class Budget:
 BUDGETS = {
     "smoke": Budget("smoke", seeds=2, epochs=2, epoch_samples=32, learning_rates=(1e-3,), nets=("net1", "net7"),
                     paper_sets=False, note="plumbing check on any small dataset; numbers mean nothing"),
-    "cpu": Budget("cpu", seeds=2, epochs=5, epoch_samples=500, learning_rates=(1e-3, 1e-4),
-                  note="under an hour on 2 CPU cores: 2,500 training samples per run"),
+    "cpu": Budget("cpu", seeds=2, epochs=5, epoch_samples=1000, learning_rates=(1e-3, 1e-4),
+                  note="under an hour on 2 CPU cores: 5,000 training samples per run"),
     "full": Budget("full", seeds=3, epochs=20, epoch_samples=3000, learning_rates=(1e-2, 1e-3, 1e-4, 1e-5),
                    note="the paper's length (20 epochs of the x5 augmented set); meant for a GPU"),
 }
@@ -117,6 +118,9 @@ def plan(budget: Budget, only: tuple[str, ...] = EXPERIMENTS) -> list[Condition]
                 add("optimizer", f"{optimizer} {lr:g}", bone, net=BEST_NET[bone], optimizer=optimizer, lr=lr)
         for dropout in (0.0, 0.5):
             add("dropout", "dropout" if dropout else "no dropout", bone, net=BEST_NET[bone], dropout=dropout)
+        for standardize in (False, True):
+            add("input", "standardised crops" if standardize else "raw crops (paper)", bone, net=BEST_NET[bone],
+                standardize=standardize)
         add("stage", "stage", bone, scheme="stage", net="net7", test_fraction=0.2)
     return list(conditions.values())
 
@@ -231,6 +235,7 @@ def report_tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]
              ("networks", "Table 6 / figure 10 — the nine networks, balanced ×5, Adam 1e-4, dropout 0.5"),
              ("optimizer", "Figure 11 — optimiser and learning rate (radius net7, ulna net8)"),
              ("dropout", "Figure 12 — dropout against none (radius net7, ulna net8, Adam 1e-4)"),
+             ("input", "Not in the paper — raw crops (the paper) against per-crop standardised input"),
              ("stage", "Fine `stage` scheme (11 radius / 9 ulna classes, net7), future work in the paper")]
     for experiment, title in specs:
         labels = list(dict.fromkeys(label for (e, _, label) in summary if e == experiment))

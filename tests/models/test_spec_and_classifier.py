@@ -69,3 +69,14 @@ def test_invalid_arguments():
         StageClassifier(preset_spec("net1"), 1)
     with pytest.raises(ValueError, match="below 1 pixel"):
         StageClassifier(parse_net_spec("-".join(["4c3"] * 9), "8"), 2)
+
+
+def test_standardized_input_ignores_exposure():
+    torch.manual_seed(0)
+    model = StageClassifier(parse_net_spec("4c3-8c3", "16"), 3, dropout=0.0, standardize=True).eval()
+    crops = torch.rand(2, 1, 128, 96)
+    # a brighter, higher-contrast exposure of the same crops gives the same logits
+    assert torch.allclose(model(crops), model(0.2 + 1.7 * crops), atol=1e-4)
+    raw = StageClassifier(parse_net_spec("4c3-8c3", "16"), 3, dropout=0.0).eval()
+    raw.load_state_dict(model.state_dict())  # no parameters of its own: same keys either way
+    assert not torch.allclose(raw(crops), raw(0.2 + 1.7 * crops), atol=1e-4)

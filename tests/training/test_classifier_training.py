@@ -73,6 +73,11 @@ def test_training_writes_everything_and_is_reproducible(quick_dataset, tmp_path)
     assert metrics["n"] == len(a["data"]["test_ids"])
     model, payload = load_classifier(tmp_path / "a/classifier.pt")
     assert model(torch.rand(1, 1, 128, 96)).shape == (1, 4)
+    assert a["config"]["standardize"] is True and type(model.normalize).__name__ == "InstanceStandardize"
+    # a checkpoint from before the option (no key) was trained on raw crops and loads that way
+    del a["config"]["standardize"]
+    torch.save(a, tmp_path / "legacy.pt")
+    assert isinstance(load_classifier(tmp_path / "legacy.pt")[0].normalize, torch.nn.Identity)
 
 
 def test_cli_train_and_evaluate(quick_dataset, tmp_path, capsys):

@@ -36,6 +36,7 @@ class ClassifierConfig:
     conv_spec: str = ""
     fc_spec: str = ""
     dropout: float = 0.5
+    standardize: bool = True  # per-crop zero mean / unit variance at the input (see InstanceStandardize)
     optimizer: str = "adam"  # "adam" or "sgd"
     lr: float = 1e-4
     batch_size: int = 16
@@ -192,7 +193,8 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     # channels_last measured faster on CPU for training and inference (bench/bench_classifier.py)
-    model = StageClassifier(config.resolved_spec(), scheme.num_classes, dropout=config.dropout)
+    model = StageClassifier(config.resolved_spec(), scheme.num_classes, dropout=config.dropout,
+                            standardize=config.standardize)
     model = model.to(memory_format=torch.channels_last)
     if config.optimizer == "adam":
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999))
@@ -271,8 +273,9 @@ def load_classifier(path: str | Path) -> tuple[StageClassifier, dict]:
         scheme = scheme_from_dict(payload["scheme"])
         config = payload["config"]
         spec = parse_net_spec(config["conv_spec"], config["fc_spec"])
+        # checkpoints from before the option were trained on raw [0, 1] crops
         model = StageClassifier(spec, scheme.num_classes, dropout=config["dropout"],
-                                input_size=tuple(payload["input_size"]))
+                                input_size=tuple(payload["input_size"]), standardize=config.get("standardize", False))
         model.load_state_dict(payload["state_dict"])
     except (KeyError, ValueError, RuntimeError) as error:
         message = str(error).strip().splitlines()[0]
