@@ -106,8 +106,8 @@ def _classifier_config(args: argparse.Namespace):
             caps[name.strip()] = int(count)
     return ClassifierConfig(
         bone=args.bone, scheme=args.scheme, net=args.net, conv_spec=args.conv or "", fc_spec=args.fc or "",
-        dropout=args.dropout, standardize=args.standardize, optimizer=args.optimizer, lr=args.lr, batch_size=args.batch_size,
-        epochs=args.epochs, seed=args.seed, balance=args.balance, augment=args.augment,
+        dropout=args.dropout, standardize=args.standardize, optimizer=args.optimizer, lr=args.lr,
+        batch_size=args.batch_size, epochs=args.epochs, seed=args.seed, balance=args.balance, augment=args.augment,
         test_per_class=args.test_per_class, test_fraction=args.test_fraction, val_fraction=args.val_fraction,
         min_stage=args.min_stage, per_class_cap=caps, threads=args.threads,
     )
