@@ -275,7 +275,8 @@ def load_classifier(path: str | Path) -> tuple[StageClassifier, dict]:
         spec = parse_net_spec(config["conv_spec"], config["fc_spec"])
         # checkpoints from before the option were trained on raw [0, 1] crops
         model = StageClassifier(spec, scheme.num_classes, dropout=config["dropout"],
-                                input_size=tuple(payload["input_size"]), standardize=config.get("standardize", False))
+                                input_size=tuple(payload["input_size"]),
+                                standardize=config.get("standardize", False))
         model.load_state_dict(payload["state_dict"])
     except (KeyError, ValueError, RuntimeError) as error:
         message = str(error).strip().splitlines()[0]
