@@ -268,13 +268,16 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 "complete": sum(item["complete"] for item in items), "items": items,
                 "next_unlabelled": labels().next_unlabelled()}
 
-    @app.get("/v1/labelling/items/{image_id}")
-    async def labelling_item(image_id: str):
+    async def load_labelling_image(image_id: str):
         record = record_or_404(image_id)
         try:
-            radiograph = await run_in_threadpool(load_radiograph, labels().path_of(image_id))
+            return record, await run_in_threadpool(load_radiograph, labels().path_of(image_id))
         except RadiographError as error:
             raise HTTPException(422, f"{record.file}: {error.problem}") from None
+
+    @app.get("/v1/labelling/items/{image_id}")
+    async def labelling_item(image_id: str):
+        record, radiograph = await load_labelling_image(image_id)
         proposed = None if record.boxes else await run_in_threadpool(engine.detect, radiograph.image)
         height, width = radiograph.image.shape
         return {**record_json(record), "width": width, "height": height, "proposed_boxes": proposed,
@@ -283,11 +286,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
     @app.get("/v1/labelling/items/{image_id}/image.png", response_class=Response)
     async def labelling_image(image_id: str):
-        record = record_or_404(image_id)
-        try:
-            radiograph = await run_in_threadpool(load_radiograph, labels().path_of(image_id))
-        except RadiographError as error:
-            raise HTTPException(422, f"{record.file}: {error.problem}") from None
+        _, radiograph = await load_labelling_image(image_id)
         display, _ = display_image(radiograph.image)
         return Response(png_bytes(display), media_type="image/png")
 
