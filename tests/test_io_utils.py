@@ -26,3 +26,20 @@ def test_failed_write_leaves_old_file_and_no_temporary(tmp_path):
             raise RuntimeError("crash while writing")
     assert path.read_text() == "good"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_read_json_names_the_file_and_raises_the_callers_error(tmp_path):
+    from drustage.bundle import BundleError, load_bundle
+    from drustage.io_utils import read_json
+
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text('{"a": [1, 2]}')
+    bad.write_text('{"a": ')
+    assert read_json(good) == {"a": [1, 2]}
+    with pytest.raises(ValueError, match="bad.json: invalid JSON"):
+        read_json(bad)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "bundle.json").write_text("not json")
+    with pytest.raises(BundleError, match="bundle.json: invalid JSON"):
+        load_bundle(bundle)

@@ -19,7 +19,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from drustage.io_utils import atomic_path, atomic_write_text
+from drustage.io_utils import atomic_path, atomic_write_text, read_json
 from drustage.stages import BONES
 
 BUNDLE_FORMAT = "drustage-bundle"
@@ -111,10 +111,7 @@ def load_bundle(path: str | Path) -> Bundle:
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
         raise BundleError(f"{path}: not a drustage bundle (no {MANIFEST})")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as error:
-        raise BundleError(f"{manifest_path}: invalid JSON ({error})") from None
+    manifest = read_json(manifest_path, BundleError)
     if manifest.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"{manifest_path}: format is {manifest.get('format')!r}, expected {BUNDLE_FORMAT}")
     if manifest.get("version") != BUNDLE_VERSION:

@@ -47,11 +47,14 @@ class Radiograph:
     meta: RadiographMeta
 
 
+def has_dicom_magic(head: bytes) -> bool:
+    """True when a file's first bytes carry the DICOM preamble magic ``DICM`` at byte 128."""
+    return head[_DICOM_MAGIC_OFFSET:_DICOM_MAGIC_OFFSET + 4] == b"DICM"
+
+
 def is_dicom(path: Path) -> bool:
-    """True when the file carries the DICOM preamble magic ``DICM`` at byte 128."""
     with open(path, "rb") as handle:
-        handle.seek(_DICOM_MAGIC_OFFSET)
-        return handle.read(4) == b"DICM"
+        return has_dicom_magic(handle.read(_DICOM_MAGIC_OFFSET + 4))
 
 
 def load_radiograph(path: str | Path) -> Radiograph:

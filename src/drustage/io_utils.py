@@ -45,6 +45,16 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def read_json(path: str | Path, error: type[Exception] = ValueError):
+    """Parse a JSON file; malformed JSON raises ``error`` naming the file and the problem."""
+    import json
+
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as problem:
+        raise error(f"{path}: invalid JSON ({problem})") from None
+
+
 def save_png(path: str | Path, array) -> None:
     """Write a uint8/uint16 grey or RGB array as PNG, atomically."""
     from PIL import Image

@@ -18,7 +18,7 @@ import torch
 
 from drustage.bundle import Bundle, BundleError
 from drustage.data.crops import CROP_SIZE
-from drustage.io_utils import atomic_path, atomic_write_text
+from drustage.io_utils import atomic_path, atomic_write_text, read_json
 from drustage.stages import BONES
 from drustage.training.detector import Detector
 
@@ -113,10 +113,7 @@ def load_onnx_models(bundle: Bundle, threshold: float = 0.5, folder: str | Path 
     manifest_path = folder / ONNX_MANIFEST
     if not manifest_path.is_file():
         raise BundleError(f"{folder}: no ONNX export of this bundle (run: drustage export-onnx {bundle.source})")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as error:
-        raise BundleError(f"{manifest_path}: invalid JSON ({error})") from None
+    manifest = read_json(manifest_path, BundleError)
     if manifest.get("bundle_fingerprint") != bundle.fingerprint:
         raise BundleError(f"{folder}: ONNX export is of another bundle version (re-run drustage export-onnx)")
     missing = [name for name in ONNX_FILES.values() if not (folder / name).is_file()]

@@ -149,7 +149,8 @@ def test_labelling_round_trip(client, label_dir):
     record = {r.image_id: r for r in read_dataset(label_dir).records}[first]
     assert record.stages["radius"].code == "R10" and record.stages["ulna"].code == "U8"
     assert record.boxes["ulna"] == (120, 25, 180, 130) and record.laterality == "L"
-    assert client.get("/v1/labelling/items").json()["complete"] == 1
+    after_first = client.get("/v1/labelling/items", params={"after": first}).json()
+    assert after_first["complete"] == 1 and after_first["next_unlabelled"] == saved["next_unlabelled"]
 
 
 def test_labelling_rejects_bad_labels(client, label_dir):

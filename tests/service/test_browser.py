@@ -101,5 +101,10 @@ def test_labelling_page_saves_drawn_boxes_and_stages(page, label_dir):
     assert record.boxes["radius"] == pytest.approx((40, 60, 160, 200), abs=tolerance)
     assert record.boxes["ulna"] == pytest.approx((200, 70, 260, 190), abs=tolerance)
     # saving moved on to the next unlabelled radiograph and counted the saved one
-    assert page.locator("#label-select").input_value() != image_id
+    opened = page.locator("#label-select").input_value()
+    assert opened != image_id
     assert page.locator("#label-progress").inner_text().startswith("1 of 4")
+    # n skips to the next unlabelled radiograph, never the saved one
+    page.keyboard.press("n")
+    page.wait_for_function(f"document.getElementById('label-select').value !== {opened!r}")
+    assert page.locator("#label-select").input_value() not in (image_id, opened)

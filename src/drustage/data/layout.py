@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from drustage.io_utils import atomic_write_text
+from drustage.io_utils import atomic_write_text, read_json
 from drustage.stages import BONES, Bone, Stage, parse_stage
 
 FORMAT_NAME = "drustage-dataset"
@@ -141,10 +141,7 @@ def read_dataset(root: str | Path) -> Dataset:
     manifest = {}
     manifest_path = root / MANIFEST_FILE
     if manifest_path.is_file():
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError as error:
-            raise DatasetError(f"{manifest_path}: invalid JSON ({error})") from None
+        manifest = read_json(manifest_path, DatasetError)
     with open(labels, newline="") as handle:
         reader = csv.DictReader(handle)
         missing = {"image_id", "file"} - set(reader.fieldnames or ())

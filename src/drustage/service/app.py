@@ -27,12 +27,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from drustage.bundle import load_bundle
-from drustage.imaging import Radiograph, RadiographError, load_radiograph, to_uint8
+from drustage.imaging import Radiograph, RadiographError, has_dicom_magic, load_radiograph, to_uint8
 from drustage.stages import BONES
 
 RESULT_ID = r"^[0-9a-f]{32}$"
 DISPLAY_MAX_SIDE = 1200
 UPLOAD_NAME = "upload"
+SNIFF_BYTES = 132  # the longest magic checked: DICOM's "DICM" at byte 128
 _MAGIC = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpeg"), (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"))
 
 
@@ -60,9 +61,7 @@ def sniff_format(head: bytes) -> str | None:
     for magic, name in _MAGIC:
         if head.startswith(magic):
             return name
-    if len(head) >= 132 and head[128:132] == b"DICM":
-        return "dicom"
-    return None
+    return "dicom" if has_dicom_magic(head) else None
 
 
 def display_image(image: np.ndarray) -> tuple[np.ndarray, float]:
@@ -164,7 +163,7 @@ def _load_upload(source, limit: int) -> tuple[Radiograph, str]:
         if size == 0:
             raise HTTPException(400, "the uploaded file is empty")
         with open(target, "rb") as handle:
-            if sniff_format(handle.read(132)) is None:
+            if sniff_format(handle.read(SNIFF_BYTES)) is None:
                 raise HTTPException(415, "not a PNG, JPEG, TIFF or DICOM file")
         try:
             return load_radiograph(target), file_sha256(target)
@@ -262,11 +261,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 "boxes": {bone: list(box) for bone, box in record.boxes.items()}, "complete": is_complete(record)}
 
     @app.get("/v1/labelling/items")
-    def labelling_items():
+    def labelling_items(after: str | None = Query(None, description="image id: next_unlabelled comes after it")):
         items = [record_json(r) for r in labels().records.values()]
         return {"folder": labels().root.name, "count": len(items),
                 "complete": sum(item["complete"] for item in items), "items": items,
-                "next_unlabelled": labels().next_unlabelled()}
+                "next_unlabelled": labels().next_unlabelled(after)}
 
     async def load_labelling_image(image_id: str):
         record = record_or_404(image_id)

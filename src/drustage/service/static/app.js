@@ -254,8 +254,9 @@ function stepStage(delta) {
   select.selectedIndex = index;
 }
 
-async function refreshItems() {
-  const response = await fetch("/v1/labelling/items");
+async function refreshItems(after = null) {
+  const query = after ? `?after=${encodeURIComponent(after)}` : "";
+  const response = await fetch(`/v1/labelling/items${query}`);
   if (response.status === 404) {
     $("label-off").hidden = false;
     return null;
@@ -325,13 +326,8 @@ async function saveItem() {
 }
 
 async function nextUnlabelled() {
-  const data = await refreshItems();
-  const after = label.item ? label.item.image_id : null;
-  const ids = data.items.map((item) => item.image_id);
-  const start = after ? ids.indexOf(after) + 1 : 0;
-  const order = [...ids.slice(start), ...ids.slice(0, start)];
-  const next = order.find((id) => id !== after && !data.items[ids.indexOf(id)].complete);
-  if (next) await openItem(next);
+  const data = await refreshItems(label.item ? label.item.image_id : null);
+  if (data.next_unlabelled) await openItem(data.next_unlabelled);
   else $("label-status").textContent = "Every radiograph is labelled.";
 }
 
