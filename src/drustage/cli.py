@@ -153,10 +153,13 @@ def _cmd_train_detector(args: argparse.Namespace) -> int:
         schedule=args.schedule, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, validate_every=args.validate_every,
         augment=args.augment, seed=args.seed, threads=args.threads, weights=args.weights,
+        dataset_weights=args.dataset_weights,
     )
     config.validate()
-    metrics = train_detector(read_dataset(args.dataset), config, args.out, workers=args.workers,
-                             progress=not args.quiet)
+    datasets = [read_dataset(path) for path in args.datasets]
+    metrics = train_detector(datasets, config, args.out, workers=args.workers, progress=not args.quiet)
+    for name, held_out in metrics.get("by_dataset", {}).items():
+        print(f"{name}: {_detector_summary(held_out)}")
     print(_detector_summary(metrics) + f"; wrote {args.out}/detector.pt")
     return 0
 
@@ -374,7 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=_cmd_evaluate_classifier)
 
     detector = sub.add_parser("train-detector", help="train the Faster R-CNN radius/ulna detector")
-    detector.add_argument("dataset", help="a drustage dataset with radius and ulna boxes")
+    detector.add_argument("datasets", nargs="+", metavar="dataset",
+                          help="drustage dataset(s) with radius and ulna boxes, e.g. phantoms and boxed real films")
     detector.add_argument("--out", required=True, help="run directory")
     detector.add_argument("--backbone", default="zfnet", help="zfnet (the paper's), mobilenet_v3 or resnet18_fpn")
     detector.add_argument("--schedule", choices=("joint", "alternating"), default="joint",
@@ -389,8 +393,12 @@ def build_parser() -> argparse.ArgumentParser:
     detector.add_argument("--roi-pool", choices=("roipool", "roialign"), default="roipool",
                           help="zfnet box pooling: the paper's RoI max pooling, or RoIAlign")
     detector.add_argument("--weights", help="start from a local state dict or detector checkpoint (never downloaded)")
-    detector.add_argument("--val-fraction", type=float, default=0.1)
-    detector.add_argument("--test-fraction", type=float, default=0.1)
+    detector.add_argument("--dataset-weights", type=float, nargs="+",
+                          help="share of training batches from each dataset (default: every image equally often)")
+    detector.add_argument("--val-fraction", type=float, nargs="+", default=[0.1],
+                          help="validation fraction: one for all datasets, or one per dataset")
+    detector.add_argument("--test-fraction", type=float, nargs="+", default=[0.1],
+                          help="held-out test fraction: one for all datasets, or one per dataset")
     detector.add_argument("--validate-every", type=int, default=250)
     detector.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
     detector.add_argument("--seed", type=int, default=0)

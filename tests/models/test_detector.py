@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from drustage.models.detector import BACKBONES, DetectorConfig, ZFNetFeatures, best_boxes, build_detector
+from drustage.models.detector import (BACKBONES, DetectorConfig, ZFNetFeatures, best_boxes, build_detector,
+                                     plausible_pair)
 
 
 @pytest.mark.parametrize("batch_norm", [True, False])
@@ -54,15 +55,55 @@ def test_local_weights_round_trip(tmp_path):
 
 
 def test_best_boxes_picks_clips_and_reports_missing():
-    output = {"boxes": torch.tensor([[10.0, 10.0, 50.0, 60.0], [12.0, 11.0, 52.0, 61.0], [-5.0, 20.0, 30.0, 400.0]]),
+    output = {"boxes": torch.tensor([[10.0, 10.0, 50.0, 60.0], [12.0, 11.0, 52.0, 61.0], [-5.0, 20.0, 30.0, 70.0]]),
               "labels": torch.tensor([1, 1, 2]), "scores": torch.tensor([0.6, 0.9, 0.3])}
     found = best_boxes(output, (300, 200), threshold=0.5)
     assert found["radius"].box == (12.0, 11.0, 52.0, 61.0) and found["radius"].score == pytest.approx(0.9)
     assert found["ulna"].box is None and found["ulna"].score == pytest.approx(0.3)
     low = best_boxes(output, (300, 200), threshold=0.2)
-    assert low["ulna"].box == (0.0, 20.0, 30.0, 300.0)
+    assert low["ulna"].box == (0.0, 20.0, 30.0, 70.0)
     empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long), "scores": torch.zeros(0)}
     assert best_boxes(empty, (10, 10))["radius"].box is None
+
+
+def _output(*candidates):
+    """A torchvision-style detection output from (label, score, box) triples."""
+    return {"labels": torch.tensor([c[0] for c in candidates]), "scores": torch.tensor([c[1] for c in candidates]),
+            "boxes": torch.tensor([c[2] for c in candidates], dtype=torch.float32)}
+
+
+def test_best_boxes_choose_a_radius_and_ulna_that_fit_together():
+    radius = [100.0, 200.0, 180.0, 270.0]
+    inside_radius = [110.0, 210.0, 170.0, 260.0]  # the ulna head-like part of the same bone
+    beside = [40.0, 205.0, 95.0, 255.0]
+    marker = [400.0, 20.0, 460.0, 80.0]  # a lead side marker across the film
+    found = best_boxes(_output((1, 0.95, radius), (2, 0.9, inside_radius), (2, 0.7, beside)), (500, 500))
+    assert found["radius"].box == tuple(radius) and found["ulna"].box == tuple(beside)
+    assert found["ulna"].score == pytest.approx(0.7)
+    # only an implausible ulna: reported as not found (flagged), with its score kept
+    found = best_boxes(_output((1, 0.95, radius), (2, 0.9, marker)), (500, 500))
+    assert found["radius"].box == tuple(radius)
+    assert found["ulna"].box is None and found["ulna"].score == pytest.approx(0.9)
+    # both best boxes on one bone: the more confident one stays, the other bone is not found
+    found = best_boxes(_output((1, 0.6, radius), (2, 0.9, inside_radius)), (500, 500))
+    assert found["radius"].box is None and found["ulna"].box == tuple(inside_radius)
+
+
+def test_every_true_pair_is_plausible(quick_dataset):
+    import csv
+    from pathlib import Path
+
+    from drustage.data.layout import read_dataset
+
+    pairs = [(r.boxes["radius"], r.boxes["ulna"]) for r in read_dataset(quick_dataset).records]
+    table: dict[str, dict[str, tuple[float, ...]]] = {}
+    with open(Path(__file__).resolve().parents[2] / "annotations/real/boxes.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            table.setdefault(row["file"], {})[row["bone"]] = tuple(float(row[k]) for k in ("x1", "y1", "x2", "y2"))
+    pairs += [(boxes["radius"], boxes["ulna"]) for boxes in table.values()]
+    assert len(pairs) > 150
+    assert all(plausible_pair(radius, ulna) for radius, ulna in pairs)
+    assert not plausible_pair((100, 200, 180, 270), (400, 20, 460, 80))
 
 
 def test_roi_align_option_runs_and_is_validated():

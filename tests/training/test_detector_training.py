@@ -1,14 +1,15 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from drustage.cli import main
-from drustage.data.layout import read_dataset
+from drustage.data.layout import read_dataset, write_labels
 from drustage.models.detector import DetectorConfig, build_detector
-from drustage.training.detector import (DetectionSet, DetectorTrainConfig, _set_phase, schedule_phases,
-                                        train_detector)
+from drustage.training.detector import (DetectionSet, DetectorTrainConfig, _set_phase, _training_loader,
+                                        schedule_phases, split_records, train_detector)
 
 TINY = DetectorConfig(min_size=160, max_size=200)
 
@@ -119,3 +120,48 @@ def test_detector_input_is_contrast_stretched_and_downscaled():
     pixels, scale = downscale(dark, 500)
     assert pixels.shape == (500, 400) and scale == pytest.approx(0.5)
     assert pixels.min() <= 2 and pixels.max() >= 253
+
+
+def test_each_dataset_is_split_with_its_own_fraction(quick_dataset):
+    dataset = read_dataset(quick_dataset)
+    config = DetectorTrainConfig(test_fraction=[0.25, 0.5], val_fraction=0.1)
+    assert len(split_records(dataset, config, 0, 2)[2]) == 3
+    assert len(split_records(dataset, config, 1, 2)[2]) == 6
+    with pytest.raises(ValueError, match="3 datasets"):
+        split_records(dataset, config, 0, 3)
+
+
+def test_dataset_weights_set_each_datasets_share_of_batches():
+    big = torch.utils.data.TensorDataset(torch.zeros(40))
+    small = torch.utils.data.TensorDataset(torch.ones(4))
+
+    def share_of_small(config):
+        loader = _training_loader([big, small], config)
+        drawn = [float(x) for _ in range(20) for batch in loader for x in batch[0]]
+        return np.mean(drawn)
+
+    assert share_of_small(DetectorTrainConfig(dataset_weights=[1, 1])) == pytest.approx(0.5, abs=0.06)
+    assert share_of_small(DetectorTrainConfig(dataset_weights=[3, 1])) == pytest.approx(0.25, abs=0.06)
+    assert share_of_small(DetectorTrainConfig()) == pytest.approx(4 / 44, abs=0.01)
+    with pytest.raises(ValueError, match="2 dataset weights for 3"):
+        _training_loader([big, small, small], DetectorTrainConfig(dataset_weights=[1, 1]))
+
+
+def test_train_on_two_datasets_reports_each(quick_dataset, tmp_path, capsys):
+    second = tmp_path / "second"
+    second.mkdir()
+    records = [replace(r, image_id=f"b-{r.image_id}", file=str(quick_dataset / r.file))
+               for r in read_dataset(quick_dataset).records[:8]]
+    write_labels(second, records)
+    out = tmp_path / "run"
+    assert main(["train-detector", str(quick_dataset), str(second), "--out", str(out), "--min-size", "160",
+                 "--max-size", "200", "--iterations", "2", "--validate-every", "2", "--dataset-weights", "1", "1",
+                 "--test-fraction", "0.25", "0.5", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{quick_dataset.name}: n=3" in printed and "second: n=4" in printed
+    payload = torch.load(out / "detector.pt", weights_only=True)
+    assert payload["data"]["datasets"] == [quick_dataset.name, "second"]
+    test_ids = payload["data"]["test_ids"]
+    assert len(test_ids) == 7 and sum(i.startswith("b-") for i in test_ids) == 4
+    assert set(payload["metrics"]["by_dataset"]) == {quick_dataset.name, "second"}
+    assert payload["config"]["dataset_weights"] == [1.0, 1.0]

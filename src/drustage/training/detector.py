@@ -37,13 +37,16 @@ class DetectorTrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup: int = 100
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
+    val_fraction: float | list[float] = 0.1  # one for all datasets, or one per dataset
+    test_fraction: float | list[float] = 0.1
     validate_every: int = 250
     augment: bool = True
     seed: int = 0
     threads: int | None = None
     weights: str | None = None  # local state dict or detector checkpoint to start from
+    # Share of training batches drawn from each dataset when several are given (e.g. phantoms
+    # and a few boxed real films); None samples every training image equally often.
+    dataset_weights: list[float] | None = None
 
     def validate(self) -> None:
         self.model.validate()
@@ -52,6 +55,8 @@ class DetectorTrainConfig:
         for name in ("iterations", "batch_size", "lr"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.dataset_weights is not None and not all(w > 0 for w in self.dataset_weights):
+            raise ValueError(f"dataset weights must be positive, got {self.dataset_weights}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -229,36 +234,76 @@ def evaluate_detector_on(model, data: DetectionSet, batch: int = 4, threshold: f
     return result
 
 
-def split_records(dataset: Dataset, config: DetectorTrainConfig) -> tuple[list[Record], list[Record], list[Record]]:
+def _fraction_for(value: float | list[float], index: int, count: int, name: str) -> float:
+    if isinstance(value, (int, float)):
+        return float(value)
+    if len(value) == 1:
+        return float(value[0])
+    if len(value) != count:
+        raise ValueError(f"{len(value)} values of {name} for {count} datasets")
+    return float(value[index])
+
+
+def split_records(dataset: Dataset, config: DetectorTrainConfig, index: int = 0,
+                  count: int = 1) -> tuple[list[Record], list[Record], list[Record]]:
+    """Seeded train/validation/test split of the boxed radiographs of dataset ``index`` of ``count``."""
     records = [r for r in dataset.records if all(b in r.boxes for b in BONES)]
     if len(records) < 3:
         raise ValueError(f"{dataset.root}: need at least 3 radiographs with radius and ulna boxes, found {len(records)}")
     order = np.random.default_rng(config.seed).permutation(len(records))
-    n_test = max(1, round(config.test_fraction * len(records)))
-    n_val = max(1, round(config.val_fraction * len(records)))
+    n_test = max(1, round(_fraction_for(config.test_fraction, index, count, "test_fraction") * len(records)))
+    n_val = max(1, round(_fraction_for(config.val_fraction, index, count, "val_fraction") * len(records)))
     test = [records[i] for i in order[:n_test]]
     val = [records[i] for i in order[n_test:n_test + n_val]]
     train = [records[i] for i in order[n_test + n_val:]]
     return train, val, test
 
 
-def train_detector(dataset: Dataset, config: DetectorTrainConfig, out: str | Path, workers: int = 1,
+def _training_loader(train_sets: list[DetectionSet], config: DetectorTrainConfig):
+    generator = torch.Generator().manual_seed(config.seed)
+    joined = torch.utils.data.ConcatDataset(train_sets)
+    if config.dataset_weights is None:
+        return torch.utils.data.DataLoader(joined, batch_size=config.batch_size, shuffle=True, collate_fn=_collate,
+                                           generator=generator, drop_last=True)
+    if len(config.dataset_weights) != len(train_sets):
+        raise ValueError(f"{len(config.dataset_weights)} dataset weights for {len(train_sets)} datasets")
+    total = sum(config.dataset_weights)
+    per_image = torch.cat([torch.full((len(s),), w / total / len(s), dtype=torch.float64)
+                           for s, w in zip(train_sets, config.dataset_weights)])
+    sampler = torch.utils.data.WeightedRandomSampler(per_image, num_samples=len(joined), replacement=True,
+                                                     generator=generator)
+    return torch.utils.data.DataLoader(joined, batch_size=config.batch_size, sampler=sampler, collate_fn=_collate,
+                                       drop_last=True)
+
+
+def _validation_summary(model, val_sets: list[DetectionSet]) -> dict[str, float]:
+    """Per-bone IoU and detection rate averaged over the datasets, so a small real set counts
+    as much as a large phantom one when the best checkpoint is chosen."""
+    results = [evaluate_detector_on(model, s) for s in val_sets]
+    return {f"val_{bone}_{name}": float(np.mean([r[bone][key] for r in results]))
+            for bone in BONES for name, key in (("iou", "mean_iou"), ("rate", "detection_rate_iou50"))}
+
+
+def train_detector(datasets: Dataset | list[Dataset], config: DetectorTrainConfig, out: str | Path, workers: int = 1,
                    progress: bool = True) -> dict:
+    """Train on one dataset, or on several at once (each split into train/validation/test on
+    its own). Returns the held-out metrics of the first dataset, with every dataset's under
+    ``by_dataset`` when there are several."""
     from tqdm import tqdm
 
     config.validate()
+    datasets = [datasets] if isinstance(datasets, Dataset) else list(datasets)
     if config.threads:
         torch.set_num_threads(config.threads)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
-    train_records, val_records, test_records = split_records(dataset, config)
+    splits = [split_records(dataset, config, i, len(datasets)) for i, dataset in enumerate(datasets)]
     max_side = config.model.max_size
-    train_set = DetectionSet(dataset, train_records, max_side, config.augment, workers, progress)
-    val_set = DetectionSet(dataset, val_records, max_side, False, workers, progress)
-    generator = torch.Generator().manual_seed(config.seed)
-    loader = torch.utils.data.DataLoader(train_set, batch_size=config.batch_size, shuffle=True, collate_fn=_collate,
-                                         generator=generator, drop_last=True)
+    train_sets = [DetectionSet(d, train, max_side, config.augment, workers, progress)
+                  for d, (train, _, _) in zip(datasets, splits)]
+    val_sets = [DetectionSet(d, val, max_side, False, workers, progress) for d, (_, val, _) in zip(datasets, splits)]
+    loader = _training_loader(train_sets, config)
     model = build_detector(config.model, weights=config.weights)
     history, best = [], {"score": -1.0, "state": None, "iteration": 0}
     iteration = 0
@@ -269,7 +314,8 @@ def train_detector(dataset: Dataset, config: DetectorTrainConfig, out: str | Pat
                                     weight_decay=config.weight_decay)
         warmup = min(config.warmup, steps // 4)
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda i: min(1.0, (i + 1) / max(1, warmup)) * 0.5 * (1 + math.cos(math.pi * i / steps)))
+            optimizer, lambda i, warmup=warmup, steps=steps: min(1.0, (i + 1) / max(1, warmup))
+            * 0.5 * (1 + math.cos(math.pi * i / steps)))
         bar = tqdm(total=steps, desc=f"detector {phase}", unit="it", disable=not progress)
         done = 0
         while done < steps:
@@ -290,11 +336,9 @@ def train_detector(dataset: Dataset, config: DetectorTrainConfig, out: str | Pat
                 bar.update()
                 bar.set_postfix(loss=f"{loss.item():.3f}")
                 if iteration % config.validate_every == 0 or done == steps:
-                    metrics = evaluate_detector_on(model, val_set)
-                    score = sum(metrics[b]["mean_iou"] for b in BONES)
-                    history.append({"iteration": iteration, "phase": phase, "loss": float(loss.item()),
-                                    **{f"val_{b}_iou": metrics[b]["mean_iou"] for b in BONES},
-                                    **{f"val_{b}_rate": metrics[b]["detection_rate_iou50"] for b in BONES}})
+                    summary = _validation_summary(model, val_sets)
+                    score = sum(summary[f"val_{b}_iou"] for b in BONES)
+                    history.append({"iteration": iteration, "phase": phase, "loss": float(loss.item()), **summary})
                     if score > best["score"]:
                         best = {"score": score, "iteration": iteration,
                                 "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
@@ -303,13 +347,20 @@ def train_detector(dataset: Dataset, config: DetectorTrainConfig, out: str | Pat
         bar.close()
     model.load_state_dict(best["state"])
     _set_phase(model, "joint")
-    test_set = DetectionSet(dataset, test_records, max_side, False, workers, progress)
-    test_metrics = evaluate_detector_on(model, test_set)
+    names = [d.root.name for d in datasets]
+    if len(set(names)) < len(names):
+        names = [str(d.root) for d in datasets]
+    by_dataset = {name: evaluate_detector_on(model, DetectionSet(d, test, max_side, False, workers, progress))
+                  for name, d, (_, _, test) in zip(names, datasets, splits)}
+    test_metrics = dict(by_dataset[names[0]])
+    if len(datasets) > 1:
+        test_metrics["by_dataset"] = by_dataset
     test_metrics["best_iteration"] = best["iteration"]
     save_checkpoint(out / "detector.pt", "detector", model.state_dict(), config=_plain(config.to_dict()),
                     metrics=test_metrics, history=history,
-                    data={"dataset": dataset.root.name, "train": len(train_set), "validation": len(val_set),
-                          "test_ids": [r.image_id for r in test_records]})
+                    data={"dataset": names[0], "datasets": names,
+                          "train": sum(len(s) for s in train_sets), "validation": sum(len(s) for s in val_sets),
+                          "test_ids": [r.image_id for _, _, test in splits for r in test]})
     atomic_write_text(out / "metrics.json", json.dumps({"config": config.to_dict(), "test": test_metrics,
                                                         "history": history}, indent=2) + "\n")
     return test_metrics
