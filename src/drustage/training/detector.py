@@ -406,7 +406,10 @@ class Detector:
     def __call__(self, image: np.ndarray):
         pixels, scale = downscale(image, self.max_side)
         found = best_boxes(self.raw(pixels), pixels.shape, self.threshold)
-        return {bone: replace(d, box=None if d.box is None else tuple(v / scale for v in d.box))
+        # the downscaled size is rounded, so a box at its edge can map back past the image by a pixel
+        limits = np.array(image.shape[::-1] * 2, dtype=float)
+        return {bone: replace(d, box=None if d.box is None
+                              else tuple(np.minimum(np.array(d.box) / scale, limits).tolist()))
                 for bone, d in found.items()}
 
 
