@@ -125,10 +125,11 @@ def test_detector_input_is_contrast_stretched_and_downscaled():
 def test_each_dataset_is_split_with_its_own_fraction(quick_dataset):
     dataset = read_dataset(quick_dataset)
     config = DetectorTrainConfig(test_fraction=[0.25, 0.5], val_fraction=0.1)
-    assert len(split_records(dataset, config, 0, 2)[2]) == 3
-    assert len(split_records(dataset, config, 1, 2)[2]) == 6
-    with pytest.raises(ValueError, match="3 datasets"):
-        split_records(dataset, config, 0, 3)
+    assert len(split_records(dataset, config, 0)[2]) == 3
+    assert len(split_records(dataset, config, 1)[2]) == 6
+    config.check_dataset_count(2)
+    with pytest.raises(ValueError, match="2 values of test_fraction for 3 datasets"):
+        config.check_dataset_count(3)
 
 
 def test_dataset_weights_set_each_datasets_share_of_batches():
@@ -144,7 +145,7 @@ def test_dataset_weights_set_each_datasets_share_of_batches():
     assert share_of_small(DetectorTrainConfig(dataset_weights=[3, 1])) == pytest.approx(0.25, abs=0.06)
     assert share_of_small(DetectorTrainConfig()) == pytest.approx(4 / 44, abs=0.01)
     with pytest.raises(ValueError, match="2 dataset weights for 3"):
-        _training_loader([big, small, small], DetectorTrainConfig(dataset_weights=[1, 1]))
+        DetectorTrainConfig(dataset_weights=[1, 1]).check_dataset_count(3)
 
 
 def test_train_on_two_datasets_reports_each(quick_dataset, tmp_path, capsys):
@@ -154,6 +155,8 @@ def test_train_on_two_datasets_reports_each(quick_dataset, tmp_path, capsys):
                for r in read_dataset(quick_dataset).records[:8]]
     write_labels(second, records)
     out = tmp_path / "run"
+    assert main(["train-detector", str(quick_dataset), str(second), "--out", str(out), "--dataset-weights", "1"]) != 0
+    assert "1 dataset weights for 2 datasets" in capsys.readouterr().err and not out.exists()
     assert main(["train-detector", str(quick_dataset), str(second), "--out", str(out), "--min-size", "160",
                  "--max-size", "200", "--iterations", "2", "--validate-every", "2", "--dataset-weights", "1", "1",
                  "--test-fraction", "0.25", "0.5", "--quiet"]) == 0

@@ -58,6 +58,15 @@ class DetectorTrainConfig:
         if self.dataset_weights is not None and not all(w > 0 for w in self.dataset_weights):
             raise ValueError(f"dataset weights must be positive, got {self.dataset_weights}")
 
+    def check_dataset_count(self, count: int) -> None:
+        """Per-dataset settings must name every dataset (checked before any image is read)."""
+        if self.dataset_weights is not None and len(self.dataset_weights) != count:
+            raise ValueError(f"{len(self.dataset_weights)} dataset weights for {count} datasets")
+        for name in ("test_fraction", "val_fraction"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) and len(value) not in (1, count):
+                raise ValueError(f"{len(value)} values of {name} for {count} datasets")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -234,25 +243,21 @@ def evaluate_detector_on(model, data: DetectionSet, batch: int = 4, threshold: f
     return result
 
 
-def _fraction_for(value: float | list[float], index: int, count: int, name: str) -> float:
+def _fraction_for(value: float | list[float], index: int) -> float:
     if isinstance(value, (int, float)):
         return float(value)
-    if len(value) == 1:
-        return float(value[0])
-    if len(value) != count:
-        raise ValueError(f"{len(value)} values of {name} for {count} datasets")
-    return float(value[index])
+    return float(value[0] if len(value) == 1 else value[index])
 
 
-def split_records(dataset: Dataset, config: DetectorTrainConfig, index: int = 0,
-                  count: int = 1) -> tuple[list[Record], list[Record], list[Record]]:
-    """Seeded train/validation/test split of the boxed radiographs of dataset ``index`` of ``count``."""
+def split_records(dataset: Dataset, config: DetectorTrainConfig,
+                  index: int = 0) -> tuple[list[Record], list[Record], list[Record]]:
+    """Seeded train/validation/test split of the boxed radiographs of dataset ``index``."""
     records = [r for r in dataset.records if all(b in r.boxes for b in BONES)]
     if len(records) < 3:
         raise ValueError(f"{dataset.root}: need at least 3 radiographs with radius and ulna boxes, found {len(records)}")
     order = np.random.default_rng(config.seed).permutation(len(records))
-    n_test = max(1, round(_fraction_for(config.test_fraction, index, count, "test_fraction") * len(records)))
-    n_val = max(1, round(_fraction_for(config.val_fraction, index, count, "val_fraction") * len(records)))
+    n_test = max(1, round(_fraction_for(config.test_fraction, index) * len(records)))
+    n_val = max(1, round(_fraction_for(config.val_fraction, index) * len(records)))
     test = [records[i] for i in order[:n_test]]
     val = [records[i] for i in order[n_test:n_test + n_val]]
     train = [records[i] for i in order[n_test + n_val:]]
@@ -265,8 +270,6 @@ def _training_loader(train_sets: list[DetectionSet], config: DetectorTrainConfig
     if config.dataset_weights is None:
         return torch.utils.data.DataLoader(joined, batch_size=config.batch_size, shuffle=True, collate_fn=_collate,
                                            generator=generator, drop_last=True)
-    if len(config.dataset_weights) != len(train_sets):
-        raise ValueError(f"{len(config.dataset_weights)} dataset weights for {len(train_sets)} datasets")
     total = sum(config.dataset_weights)
     per_image = torch.cat([torch.full((len(s),), w / total / len(s), dtype=torch.float64)
                            for s, w in zip(train_sets, config.dataset_weights)])
@@ -293,12 +296,13 @@ def train_detector(datasets: Dataset | list[Dataset], config: DetectorTrainConfi
 
     config.validate()
     datasets = [datasets] if isinstance(datasets, Dataset) else list(datasets)
+    config.check_dataset_count(len(datasets))
     if config.threads:
         torch.set_num_threads(config.threads)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
-    splits = [split_records(dataset, config, i, len(datasets)) for i, dataset in enumerate(datasets)]
+    splits = [split_records(dataset, config, i) for i, dataset in enumerate(datasets)]
     max_side = config.model.max_size
     train_sets = [DetectionSet(d, train, max_side, config.augment, workers, progress)
                   for d, (train, _, _) in zip(datasets, splits)]
