@@ -90,17 +90,14 @@ def test_best_boxes_choose_a_radius_and_ulna_that_fit_together():
 
 
 def test_every_true_pair_is_plausible(quick_dataset):
-    import csv
     from pathlib import Path
 
+    from drustage.data.annotations import read_boxes
     from drustage.data.layout import read_dataset
 
+    real = read_boxes(Path(__file__).resolve().parents[2] / "annotations/real/boxes.csv")
     pairs = [(r.boxes["radius"], r.boxes["ulna"]) for r in read_dataset(quick_dataset).records]
-    table: dict[str, dict[str, tuple[float, ...]]] = {}
-    with open(Path(__file__).resolve().parents[2] / "annotations/real/boxes.csv", newline="") as handle:
-        for row in csv.DictReader(handle):
-            table.setdefault(row["file"], {})[row["bone"]] = tuple(float(row[k]) for k in ("x1", "y1", "x2", "y2"))
-    pairs += [(boxes["radius"], boxes["ulna"]) for boxes in table.values()]
+    pairs += [(boxes["radius"], boxes["ulna"]) for boxes in real.values()]
     assert len(pairs) > 150
     assert all(plausible_pair(radius, ulna) for radius, ulna in pairs)
     assert not plausible_pair((100, 200, 180, 270), (400, 20, 460, 80))
