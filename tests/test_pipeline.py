@@ -136,6 +136,33 @@ def test_missing_bone_is_flagged_not_guessed(trained):
     assert "hand side unknown: crops not mirrored" in report["review_reasons"]
 
 
+def test_uncertain_boxes_are_flagged_but_still_read(trained, tmp_path):
+    root, bundle_dir = trained
+    dataset = read_dataset(root)
+    from drustage.imaging import load_radiograph
+
+    path = dataset.path_of(dataset.records[0])
+    radiograph = load_radiograph(path)
+    strict = Predictor(load_bundle(bundle_dir), detection_threshold=0.0, review_detection_score=1.01)
+    report = strict.predict(radiograph).to_dict()
+    for bone in ("radius", "ulna"):
+        assert report[bone]["found"] and report[bone]["prediction"] is not None
+        score = report[bone]["detection_score"]
+        assert f"{bone} box uncertain (detection score {score:.2f} is below 1.01): check it lies on the {bone}" \
+            in report["review_reasons"]
+    lenient = Predictor(load_bundle(bundle_dir), detection_threshold=0.0, review_detection_score=0.0)
+    assert not any("uncertain" in r for r in lenient.predict(radiograph).to_dict()["review_reasons"])
+    assert Predictor(load_bundle(bundle_dir)).settings["review_detection_score"] == 0.8
+    # the barely trained test detector scores far below the default 0.8, so only the option given clears it
+    for level, flagged in (("0", False), (None, True)):
+        out = tmp_path / f"review-{level}"
+        options = ["--review-detection-score", level] if level else []
+        assert main(["predict", str(path), "--model", str(bundle_dir), "--out", str(out), "--quiet",
+                     "--threshold", "0", *options]) == 0
+        reasons = json.loads((out / f"{path.stem}.json").read_text())["review_reasons"]
+        assert any("box uncertain" in r for r in reasons) == flagged
+
+
 def test_laterality_from_boxes():
     assert infer_laterality({"radius": [60, 0, 80, 10], "ulna": [20, 0, 40, 10]}) == "L"
     assert infer_laterality({"radius": [10, 0, 30, 10], "ulna": [40, 0, 60, 10]}) == "R"

@@ -216,7 +216,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from drustage.pipeline import Predictor, expand_inputs, predict_files
 
     predictor = Predictor(load_bundle(args.model), detection_threshold=args.threshold,
-                          min_confidence=args.min_confidence, runtime=args.runtime)
+                          min_confidence=args.min_confidence, runtime=args.runtime,
+                          review_detection_score=args.review_detection_score)
     paths = expand_inputs(args.paths)
     if not paths:
         raise CommandError(f"no radiographs found in {' '.join(args.paths)}")
@@ -280,7 +281,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     config = ServiceConfig(model=Path(args.model), label_dir=Path(args.label_dir) if args.label_dir else None,
                            max_upload_bytes=args.max_upload_mb << 20, detection_threshold=args.threshold,
-                           inference_slots=args.slots, runtime=args.runtime)
+                           review_detection_score=args.review_detection_score, inference_slots=args.slots,
+                           runtime=args.runtime)
     app = create_app(config)
     print(f"drustage: serving {args.model} on http://{args.host}:{args.port}/ (API docs at /docs)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
@@ -443,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--gradcam", action="store_true", help="Grad-CAM heatmaps on the crops in the overlay")
     predict.add_argument("--threshold", type=float, default=0.5, help="detection score below which a bone is missing")
     predict.add_argument("--min-confidence", type=float, default=0.6, help="below this, flag for review")
+    predict.add_argument("--review-detection-score", type=float,
+                         help="flag found boxes scoring below this for review (default 0.8)")
     predict.add_argument("--boxes", help="use these boxes instead of the detector (COCO .json, VOC .xml/folder, .csv)")
     predict.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
                          help="run the networks with PyTorch, or ONNX Runtime (after drustage export-onnx)")
@@ -474,6 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--label-dir", help="folder of radiographs (or a drustage dataset) to label in the page")
     serve.add_argument("--max-upload-mb", type=int, default=64, help="largest upload accepted")
     serve.add_argument("--threshold", type=float, default=0.5, help="detection score below which a bone is missing")
+    serve.add_argument("--review-detection-score", type=float,
+                       help="flag found boxes scoring below this for review (default 0.8)")
     serve.add_argument("--slots", type=int, default=1, help="radiographs run through the models at once")
     serve.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
                        help="torch, or onnx (after drustage export-onnx)")

@@ -43,6 +43,7 @@ class ServiceConfig:
     label_dir: Path | None = None
     max_upload_bytes: int = 64 << 20
     detection_threshold: float = 0.5
+    review_detection_score: float | None = None  # None: the predictor's default
     max_results: int = 64  # predictions kept for the overlay and crop endpoints
     inference_slots: int = 1
     runtime: str = "torch"
@@ -102,7 +103,8 @@ class Engine:
 
         self.config = config
         self.bundle = load_bundle(config.model)
-        self.predictor = Predictor(self.bundle, config.detection_threshold, runtime=config.runtime)
+        self.predictor = Predictor(self.bundle, config.detection_threshold, runtime=config.runtime,
+                                   review_detection_score=config.review_detection_score)
         self.slots = threading.BoundedSemaphore(config.inference_slots)
         self.results: OrderedDict[str, StoredResult] = OrderedDict()
         self.results_lock = threading.Lock()
