@@ -148,7 +148,7 @@ def test_uncertain_boxes_are_flagged_but_still_read(trained, tmp_path):
     for bone in ("radius", "ulna"):
         assert report[bone]["found"] and report[bone]["prediction"] is not None
         score = report[bone]["detection_score"]
-        assert f"{bone} box uncertain (detection score {score:.2f} is below 1.01): check it lies on the {bone}" \
+        assert f"{bone} box uncertain (detection score {score:.3f} is below 1.01): check it lies on the {bone}" \
             in report["review_reasons"]
     lenient = Predictor(load_bundle(bundle_dir), detection_threshold=0.0, review_detection_score=0.0)
     assert not any("uncertain" in r for r in lenient.predict(radiograph).to_dict()["review_reasons"])

@@ -180,7 +180,7 @@ class Predictor:
                                                       if detection is not None else " (no box given)"))
             else:
                 if detection is not None and detection.score < self.review_detection_score:
-                    reasons.append(f"{bone} box uncertain (detection score {detection.score:.2f} is below "
+                    reasons.append(f"{bone} box uncertain (detection score {detection.score:.3f} is below "
                                    f"{self.review_detection_score:.2f}): check it lies on the {bone}")
                 p = probabilities[bone]
                 best = int(p.argmax())
