@@ -89,6 +89,16 @@ def test_import_builds_a_trainable_layout(tmp_path, quick_dataset):
     assert len(dataset.records) == 4
     assert [r.stages["radius"] for r in dataset.records] == [r.stages["radius"] for r in source.records[:4]]
     assert all(len(r.boxes) == 2 and r.laterality in ("L", "R") for r in dataset.records)
+    assert not any(dataset.path_of(r).is_symlink() for r in dataset.records)
+    linked = tmp_path / "linked"
+    for _ in range(2):  # a second import over the first replaces its links
+        result = run_cli("import", str(images), "--boxes", str(tmp_path / "boxes.csv"), "--out", str(linked), "--link")
+        assert result.returncode == 0, result.stderr
+    linked_dataset = read_dataset(linked)
+    assert [r.boxes for r in linked_dataset.records] == [r.boxes for r in dataset.records]
+    for record in linked_dataset.records:
+        path = linked_dataset.path_of(record)
+        assert path.is_symlink() and path.resolve().parent == images.resolve()
     bad_key = run_cli("import", str(images), "--labels", str(tmp_path / "labels.csv"), "--key", "day",
                       "--radius-column", "radius", "--ulna-column", "ulna", "--out", str(tmp_path / "x"))
     assert bad_key.returncode == 1 and "key column(s) day" in bad_key.stderr

@@ -87,7 +87,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
         images=Path(args.images), out=Path(args.out), labels=Path(args.labels) if args.labels else None,
         key=[k.strip() for k in args.key.split(",")] if args.key else None,
         radius_column=args.radius_column, ulna_column=args.ulna_column,
-        boxes=Path(args.boxes) if args.boxes else None,
+        boxes=Path(args.boxes) if args.boxes else None, link=args.link,
     )
     print(report.summary())
     return 0
@@ -338,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--radius-column", default="radius_stage", help="sheet column with radius stages")
     imp.add_argument("--ulna-column", default="ulna_stage", help="sheet column with ulna stages")
     imp.add_argument("--boxes", help="boxes: COCO .json, VOC .xml or folder, or .csv")
+    imp.add_argument("--link", action="store_true", help="link to the images instead of copying them")
     imp.set_defaults(handler=_cmd_import)
 
     train = sub.add_parser("train-classifier", help="train a stage/phase classifier on DRU crops")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +52,10 @@ def _stage_or_blank(row: dict, column: str, bone, where: str):
 
 def import_dataset(images: Path, out: Path, labels: Path | None = None, key: list[str] | None = None,
                    radius_column: str = "radius_stage", ulna_column: str = "ulna_stage",
-                   boxes: Path | None = None) -> ImportReport:
-    """Copy images into ``out/images`` and write ``labels.csv`` from the sheet and boxes."""
+                   boxes: Path | None = None, link: bool = False) -> ImportReport:
+    """Copy images into ``out/images`` (or, with ``link``, point symbolic links at them, so a
+    large archive or a folder that must not be copied stays where it is) and write ``labels.csv``
+    from the sheet and boxes."""
     files = list_images(images)
     rows: dict[Path, dict] = {}
     report = ImportReport(out=out, records=0)
@@ -84,7 +87,12 @@ def import_dataset(images: Path, out: Path, labels: Path | None = None, key: lis
                 stages[bone] = stage
         image_id = f"{index:05d}-{path.stem}"
         relative = f"images/{image_id}{path.suffix.lower()}"
-        shutil.copy2(path, out / relative)
+        target = out / relative
+        if link:
+            target.unlink(missing_ok=True)
+            os.symlink(path.resolve(), target)
+        else:
+            shutil.copy2(path, target)
         laterality = str(row.get("laterality", "")).strip().upper() or None
         records.append(Record(
             image_id=image_id, file=relative,
