@@ -1,6 +1,8 @@
 """``drustage demo``: phantoms -> detector and classifiers -> evaluation -> predictions -> HTML report.
 
-Each step writes its outputs plus a ``.done.json`` holding the settings it ran with; a re-run
+When the shared real radiographs and the project's boxes on them (``annotations/real``) are both
+at hand, the detector also learns from the boxed real films, holding 40% of them out for its
+evaluation and for the real predictions shown. Each step writes its outputs plus a ``.done.json`` holding the settings it ran with; a re-run
 skips a step whose settings are unchanged, so an interrupted demo resumes where it stopped.
 """
 
@@ -32,6 +34,12 @@ class DemoConfig:
     predict_phantoms: int
     predict_real: int
     seed: int = 0
+    real_batch_share: float = 1 / 3  # of the detector's batches, when boxed real films are at hand
+    real_test_fraction: float = 0.4
+
+
+# Fewer boxed real films than this cannot be split into training, validation and test usefully.
+MIN_REAL_FILMS = 20
 
 
 # The full demo fits about 15 minutes on 2 CPU cores; the detector's box head uses 1024 units
@@ -57,6 +65,33 @@ def default_real_folder() -> Path | None:
     return None
 
 
+def default_real_boxes() -> Path | None:
+    """The project's boxes on the shared real radiographs, in a source checkout."""
+    candidate = Path(__file__).resolve().parents[2] / "annotations" / "real" / "boxes.csv"
+    return candidate if candidate.is_file() else None
+
+
+def prepare_real(out: Path, real: Path, boxes: Path, log=print):
+    """The real films linked into ``out/real`` with their boxes; None (and a message) when too
+    few of them carry both boxes to train on."""
+    from drustage.data.importer import import_dataset
+    from drustage.data.layout import read_dataset
+    from drustage.pipeline import file_sha256
+    from drustage.stages import BONES
+
+    settings = {"real": str(real.resolve()), "boxes_sha256": file_sha256(boxes)}
+    if _step(out, "real", settings, log):
+        import_dataset(real, out / "real", boxes=boxes, link=True)
+        _finish(out, "real", settings)
+    dataset = read_dataset(out / "real")
+    boxed = sum(all(bone in r.boxes for bone in BONES) for r in dataset.records)
+    if boxed < MIN_REAL_FILMS:
+        log(f"[real] {boxed} of {len(dataset.records)} real films carry both boxes (at least {MIN_REAL_FILMS} "
+            f"needed): the detector learns from phantoms only")
+        return None
+    return dataset
+
+
 def _step(out: Path, name: str, settings: dict, log) -> bool:
     """True when step ``name`` must run (no record of it, or it ran with other settings)."""
     marker = out / name / ".done.json"
@@ -72,7 +107,7 @@ def _finish(out: Path, name: str, settings: dict) -> None:
 
 
 def run_demo(out: str | Path, quick: bool = False, real: Path | None = None, workers: int | None = None,
-             log=print) -> Path:
+             log=print, real_boxes: Path | None = None) -> Path:
     from drustage.bundle import assemble_bundle, load_bundle
     from drustage.data.layout import read_dataset
     from drustage.models.detector import DetectorConfig
@@ -97,6 +132,11 @@ def run_demo(out: str | Path, quick: bool = False, real: Path | None = None, wor
         _finish(out, "phantoms", settings)
         timings["phantoms"] = time.perf_counter() - t
     dataset = read_dataset(out / "phantoms")
+    real = real if real is not None else default_real_folder()
+    real_boxes = real_boxes if real_boxes is not None else default_real_boxes()
+    real_dataset = None
+    if real is not None and real.is_dir() and real_boxes is not None:
+        real_dataset = prepare_real(out, real, real_boxes, log)
 
     detector_config = DetectorTrainConfig(
         model=DetectorConfig(min_size=config.detector_min_size, max_size=config.detector_max_size,
@@ -104,10 +144,16 @@ def run_demo(out: str | Path, quick: bool = False, real: Path | None = None, wor
                              roi_pool=config.detector_roi_pool),
         iterations=config.detector_iterations, validate_every=max(config.detector_iterations // 3, 1),
         warmup=min(50, config.detector_iterations // 4), seed=config.seed)
-    settings = {"phantoms": config.phantoms, **json.loads(json.dumps(detector_config.to_dict()))}
+    detector_data = [dataset]
+    if real_dataset is not None:
+        detector_data.append(real_dataset)
+        detector_config.test_fraction = [detector_config.test_fraction, config.real_test_fraction]
+        detector_config.dataset_weights = [1 - config.real_batch_share, config.real_batch_share]
+    settings = {"phantoms": config.phantoms, "real_films": None if real_dataset is None else len(real_dataset.records),
+                **json.loads(json.dumps(detector_config.to_dict()))}
     if _step(out, "detector", settings, log):
         t = time.perf_counter()
-        train_detector(dataset, detector_config, out / "detector", workers=workers)
+        train_detector(detector_data, detector_config, out / "detector", workers=workers)
         _finish(out, "detector", settings)
         timings["detector"] = time.perf_counter() - t
 
@@ -131,23 +177,27 @@ def run_demo(out: str | Path, quick: bool = False, real: Path | None = None, wor
                     out / "ulna/classifier.pt")
     predictor = Predictor(load_bundle(out / "bundle"))
     detector_metrics = evaluate_detector(out / "detector/detector.pt", dataset, out / "detector_eval")
+    real_metrics = None if real_dataset is None else evaluate_detector(out / "detector/detector.pt", real_dataset,
+                                                                       out / "detector_eval_real")
     test_ids = set(_detector_test_ids(out))
     phantom_paths = [dataset.path_of(r) for r in dataset.records if r.image_id in test_ids][: config.predict_phantoms]
     t = time.perf_counter()
     phantom_reports, _ = predict_files(predictor, phantom_paths, out / "predictions/phantoms", gradcam=True)
     real_reports, real_failures = [], []
-    real = real if real is not None else default_real_folder()
     if real is not None and real.is_dir():
         from drustage.data.labels import list_images
 
-        images = list_images(real)
+        if real_dataset is None:
+            images = list_images(real)
+        else:  # only films the detector did not learn from, under their own names
+            images = [real_dataset.path_of(r).resolve() for r in real_dataset.records if r.image_id in test_ids]
         step = max(1, len(images) // max(config.predict_real, 1))
         real_reports, real_failures = predict_files(predictor, images[::step][: config.predict_real],
                                                     out / "predictions/real", gradcam=True)
     timings["predict"] = time.perf_counter() - t
     truth = {dataset.path_of(r).name: r for r in dataset.records}
-    report = write_report(out, config, detector_metrics, phantom_reports, real_reports, real_failures, truth,
-                          time.perf_counter() - started, timings, quick)
+    report = write_report(out, config, detector_metrics, real_metrics, phantom_reports, real_reports, real_failures,
+                          truth, time.perf_counter() - started, timings, quick)
     return report
 
 
@@ -162,17 +212,20 @@ def _img(path: str, caption: str) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
-def write_report(out: Path, config: DemoConfig, detector_metrics: dict, phantom_reports: list[dict],
-                 real_reports: list[dict], real_failures: list[str], truth: dict, seconds: float,
-                 timings: dict[str, float], quick: bool) -> Path:
+def _detector_table(metrics: dict) -> str:
+    rows = "".join(f"<tr><td>{bone}</td><td>{m['ap_50']:.3f}</td><td>{m['ap_50_95']:.3f}</td>"
+                   f"<td>{m['mean_iou']:.3f}</td><td>{m['detection_rate_iou50']:.1%}</td></tr>"
+                   for bone, m in ((bone, metrics[bone]) for bone in ("radius", "ulna")))
+    return ("<table><tr><th>bone</th><th>AP@0.5</th><th>AP@[.5:.95]</th><th>mean IoU</th>"
+            f"<th>found at IoU ≥ 0.5</th></tr>{rows}</table>")
+
+
+def write_report(out: Path, config: DemoConfig, detector_metrics: dict, real_metrics: dict | None,
+                 phantom_reports: list[dict], real_reports: list[dict], real_failures: list[str], truth: dict,
+                 seconds: float, timings: dict[str, float], quick: bool) -> Path:
     """``report.html``: metrics, confusion matrices, learning curves and example overlays."""
     from drustage.stages import get_scheme
 
-    rows = []
-    for bone in ("radius", "ulna"):
-        m = detector_metrics[bone]
-        rows.append(f"<tr><td>{bone}</td><td>{m['ap_50']:.3f}</td><td>{m['ap_50_95']:.3f}</td>"
-                    f"<td>{m['mean_iou']:.3f}</td><td>{m['detection_rate_iou50']:.1%}</td></tr>")
     classifier_rows = []
     for bone in ("radius", "ulna"):
         m = json.loads((out / bone / "metrics.json").read_text())["test"]
@@ -198,6 +251,16 @@ def write_report(out: Path, config: DemoConfig, detector_metrics: dict, phantom_
     overlays = [_img(f"predictions/phantoms/{r['files']['overlay']}", r["source"]) for r in phantom_reports]
     real_overlays = [_img(f"predictions/real/{r['files']['overlay']}", r["source"]) for r in real_reports]
     timing_text = ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) or "all steps reused"
+    data_text = f"Phantom data only: {config.phantoms} synthetic radiographs."
+    real_detector_section, real_choice = "", ""
+    if real_metrics is not None:
+        data_text = (f"{config.phantoms} synthetic radiographs; the detector also learned from real films boxed "
+                     "by the project (annotations/real).")
+        real_detector_section = (
+            f"<h2>Detector (held-out real films, n={real_metrics['n']}, boxes drawn or checked by eye)</h2>"
+            f"{_detector_table(real_metrics)}"
+            f"{_img('detector_eval_real/detections.png', 'real films: predicted (colour) against drawn (green)')}")
+        real_choice = ", none of them seen by the detector in training"
     body = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>drustage demo report</title>
 <style>
@@ -209,12 +272,12 @@ figure img {{ max-height: 460px; border: 1px solid #999; }}
 .note {{ color: #666; font-size: 0.9rem; }}
 </style></head><body>
 <h1>drustage demo{' (quick)' if quick else ''}</h1>
-<p class="note">Phantom data only: {config.phantoms} synthetic radiographs. Decision support, not diagnosis.
+<p class="note">{data_text} Decision support, not diagnosis.
 Total {seconds:.0f} s ({html.escape(timing_text)}).</p>
 <h2>Detector (held-out phantoms, n={detector_metrics['n']})</h2>
-<table><tr><th>bone</th><th>AP@0.5</th><th>AP@[.5:.95]</th><th>mean IoU</th><th>found at IoU ≥ 0.5</th></tr>
-{''.join(rows)}</table>
+{_detector_table(detector_metrics)}
 {_img('detector_eval/detections.png', 'predicted boxes (colour) against true boxes (green)')}
+{real_detector_section}
 <h2>Classifiers (held-out phantoms)</h2>
 <table><tr><th>bone</th><th>classes</th><th>n</th><th>accuracy (95% CI)</th><th>within one</th><th>kappa</th>
 <th>quadratic kappa</th></tr>{''.join(classifier_rows)}</table>
@@ -225,8 +288,8 @@ Total {seconds:.0f} s ({html.escape(timing_text)}).</p>
 <th>guidance rule</th><th>review</th></tr>{''.join(phantom_rows)}</table>
 {''.join(overlays)}
 <h2>Real radiographs</h2>
-<p class="note">{len(real_reports)} real radiograph(s) from the shared folder (no stages or boxes exist for them);
-{len(real_failures)} failed to load.</p>
+<p class="note">{len(real_reports)} real radiograph(s) from the shared folder{real_choice} (no stages exist for
+them); {len(real_failures)} failed to load.</p>
 {''.join(real_overlays) or '<p>No real radiographs found.</p>'}
 </body></html>
 """
