@@ -8,7 +8,7 @@ import torch
 from drustage.cli import main
 from drustage.data.layout import read_dataset, write_labels
 from drustage.models.detector import DetectorConfig, build_detector
-from drustage.training.detector import (DetectionSet, DetectorTrainConfig, _set_phase, _training_loader,
+from drustage.training.detector import (DetectionSet, DetectorTrainConfig, _set_phase, _training_loader, box_iou,
                                         schedule_phases, split_records, train_detector)
 
 TINY = DetectorConfig(min_size=160, max_size=200)
@@ -64,9 +64,24 @@ def test_train_evaluate_and_crop(quick_dataset, tiny_detector, tmp_path, capsys)
     payload = torch.load(checkpoint, weights_only=True)
     assert payload["config"]["model"]["backbone"] == "zfnet" and payload["format"] == "drustage-detector"
     assert main(["evaluate-detector", str(checkpoint), str(quick_dataset), "--out",
-                 str(tmp_path / "eval"), "--all"]) == 0
+                 str(tmp_path / "eval"), "--all", "--threshold", "0"]) == 0
     assert (tmp_path / "eval/detections.png").is_file()
-    assert json.loads((tmp_path / "eval/metrics.json").read_text())["n"] == 12
+    evaluated = json.loads((tmp_path / "eval/metrics.json").read_text())
+    assert evaluated["n"] == 12
+    # cases.csv: every image's kept boxes in original pixels, consistent with the summary metrics
+    import pandas as pd
+
+    cases = pd.read_csv(tmp_path / "eval/cases.csv")
+    assert len(cases) == 24 and set(cases.bone) == {"radius", "ulna"}
+    for bone in ("radius", "ulna"):
+        assert cases[cases.bone == bone].iou.mean() == pytest.approx(evaluated[bone]["mean_iou"], abs=1e-3)
+    truth = {(r.image_id, bone): box for r in read_dataset(quick_dataset).records for bone, box in r.boxes.items()}
+    assert cases.found.all()  # threshold 0 keeps every bone's best box
+    for row in cases.itertuples():
+        true_box = (row.true_x1, row.true_y1, row.true_x2, row.true_y2)
+        assert true_box == pytest.approx(truth[row.image_id, row.bone], abs=0.06)
+        # IoU does not depend on scale, so boxes mapped back to original pixels keep it
+        assert box_iou((row.x1, row.y1, row.x2, row.y2), true_box) == pytest.approx(row.iou, abs=0.02)
     # --held-out-of: the test images of another run (e.g. the one a fine-tune started from)
     first_three = [r.image_id for r in read_dataset(quick_dataset).records[:3]]
     other = dict(payload, data={**payload["data"], "test_ids": first_three})

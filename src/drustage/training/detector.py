@@ -97,7 +97,7 @@ def _load_item(task):
         pixels, scale = load_resized(path, max_side)
     except ValueError as error:
         return str(error)
-    return pixels, {bone: tuple(v * scale for v in box) for bone, box in boxes.items()}
+    return pixels, {bone: tuple(v * scale for v in box) for bone, box in boxes.items()}, scale
 
 
 class DetectionSet(torch.utils.data.Dataset):
@@ -118,12 +118,14 @@ class DetectionSet(torch.utils.data.Dataset):
             loaded = [_load_item(t) for t in tqdm(tasks, desc="images", disable=not progress)]
         self.items = []
         self.records = []
+        self.scales = []  # detector pixels per original pixel
         for record, item in zip(records, loaded):
             if isinstance(item, str):
                 print(f"skipped: {item}")
                 continue
-            self.items.append(item)
+            self.items.append(item[:2])
             self.records.append(record)
+            self.scales.append(item[2])
         self.transform = _augmentation() if augment else None
 
     def __len__(self) -> int:
@@ -191,49 +193,58 @@ def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 
 
 @torch.inference_mode()
-def detect(model, images: list[torch.Tensor], threshold: float = 0.5):
-    model.eval()
-    outputs = model(images)
-    return [best_boxes(o, tuple(i.shape[-2:]), threshold) for o, i in zip(outputs, images)]
-
-
 def _per_class_map(summary) -> dict[int, float]:
     classes = summary["classes"].reshape(-1).tolist()
     values = summary["map_per_class"].reshape(-1).tolist()
     return dict(zip(classes, values))
 
 
-def evaluate_detector_on(model, data: DetectionSet, batch: int = 4, threshold: float = 0.5) -> dict:
+@dataclass(frozen=True)
+class DetectorRun:
+    """A detector's raw outputs on a ``DetectionSet`` (for AP) and, per image, the box kept for
+    each bone (after post-processing) beside the true one."""
+    predictions: list[dict]
+    truths: list[dict]
+    found: list[dict]  # per image: bone -> Detection
+    true_boxes: list[dict]  # per image: bone -> [x1, y1, x2, y2]
+
+    def iou(self, index: int, bone: str) -> float:
+        """IoU of the kept box with the true one; a miss counts as 0."""
+        box = self.found[index][bone].box
+        return box_iou(box, self.true_boxes[index][bone]) if box is not None else 0.0
+
+
+def run_detector_on(model, data: DetectionSet, batch: int = 4, threshold: float = 0.5) -> DetectorRun:
+    run = DetectorRun([], [], [], [])
+    model.eval()
+    for start in range(0, len(data), batch):
+        items = [data[i] for i in range(start, min(start + batch, len(data)))]
+        with torch.inference_mode():
+            outputs = model([image for image, _ in items])
+        for (image, target), output in zip(items, outputs):
+            run.predictions.append({k: output[k] for k in ("boxes", "scores", "labels")})
+            run.truths.append({"boxes": target["boxes"], "labels": target["labels"]})
+            run.found.append(best_boxes(output, tuple(image.shape[-2:]), threshold))
+            run.true_boxes.append({bone: tuple(target["boxes"][int(match[0])].tolist())
+                                   for bone, label in LABELS.items()
+                                   if len(match := (target["labels"] == label).nonzero())})
+    return run
+
+
+def detector_metrics(run: DetectorRun) -> dict:
     """AP@0.5 and AP@[.5:.95] per class (torchmetrics, COCO protocol), mean IoU of the best
     box per bone, and the detection rate at IoU >= 0.5 (a miss counts as IoU 0)."""
     from torchmetrics.detection import MeanAveragePrecision
 
     coco = MeanAveragePrecision(iou_type="bbox", class_metrics=True)
     at_50 = MeanAveragePrecision(iou_type="bbox", class_metrics=True, iou_thresholds=[0.5])
-    ious: dict[str, list[float]] = {bone: [] for bone in BONES}
-    model.eval()
-    for start in range(0, len(data), batch):
-        items = [data[i] for i in range(start, min(start + batch, len(data)))]
-        with torch.inference_mode():
-            outputs = model([image for image, _ in items])
-        predictions = [{k: o[k] for k in ("boxes", "scores", "labels")} for o in outputs]
-        truths = [{"boxes": t["boxes"], "labels": t["labels"]} for _, t in items]
-        coco.update(predictions, truths)
-        at_50.update(predictions, truths)
-        for (image, target), output in zip(items, outputs):
-            best = best_boxes(output, tuple(image.shape[-2:]), threshold)
-            for bone, label in LABELS.items():
-                match = (target["labels"] == label).nonzero()
-                if len(match) == 0:
-                    continue
-                truth = tuple(target["boxes"][int(match[0])].tolist())
-                found = best[bone].box
-                ious[bone].append(box_iou(found, truth) if found is not None else 0.0)
+    coco.update(run.predictions, run.truths)
+    at_50.update(run.predictions, run.truths)
     coco_summary, summary_50 = coco.compute(), at_50.compute()
     ap, ap50 = _per_class_map(coco_summary), _per_class_map(summary_50)
-    result: dict = {"n": len(data), "map_50": float(coco_summary["map_50"]), "map": float(coco_summary["map"])}
+    result: dict = {"n": len(run.found), "map_50": float(coco_summary["map_50"]), "map": float(coco_summary["map"])}
     for bone, label in LABELS.items():
-        values = np.array(ious[bone])
+        values = np.array([run.iou(i, bone) for i, truth in enumerate(run.true_boxes) if bone in truth])
         result[bone] = {
             "ap_50": ap50.get(label, float("nan")),
             "ap_50_95": ap.get(label, float("nan")),
@@ -241,6 +252,11 @@ def evaluate_detector_on(model, data: DetectionSet, batch: int = 4, threshold: f
             "detection_rate_iou50": float((values >= 0.5).mean()) if len(values) else float("nan"),
         }
     return result
+
+
+def evaluate_detector_on(model, data: DetectionSet, batch: int = 4, threshold: float = 0.5) -> dict:
+    """``detector_metrics`` of the model on ``data``."""
+    return detector_metrics(run_detector_on(model, data, batch, threshold))
 
 
 def _fraction_for(value: float | list[float], index: int) -> float:
@@ -420,8 +436,9 @@ class Detector:
 def evaluate_detector(checkpoint: str | Path, dataset: Dataset, out: str | Path, held_out_only: bool = True,
                       workers: int = 1, threshold: float = 0.5, held_out_of: str | Path | None = None) -> dict:
     """Metrics of a detector checkpoint on a dataset (its recorded test images when present, or
-    those of the ``held_out_of`` checkpoint, e.g. the run it was fine-tuned from) and a contact
-    sheet of predicted (colour) against true (green) boxes."""
+    those of the ``held_out_of`` checkpoint, e.g. the run it was fine-tuned from), ``cases.csv``
+    with every image's kept boxes, scores and IoUs, and a contact sheet of the worst images first:
+    predicted (colour) against true (green) boxes."""
     from drustage.viz import detection_sheet
 
     model, payload = load_detector(checkpoint)
@@ -433,15 +450,22 @@ def evaluate_detector(checkpoint: str | Path, dataset: Dataset, out: str | Path,
     if not records:
         raise ValueError(f"{dataset.root}: no radiographs with radius and ulna boxes to evaluate on")
     data = DetectionSet(dataset, records, payload["config"]["model"]["max_size"], False, workers)
-    metrics = evaluate_detector_on(model, data, threshold=threshold)
+    run = run_detector_on(model, data, threshold=threshold)
+    metrics = detector_metrics(run)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    panels = []
-    for index in range(min(len(data), 24)):
-        image, target = data[index]
-        found = detect(model, [image], threshold)[0]
-        truth = {bone: tuple(target["boxes"][i].tolist()) for i, bone in enumerate(BONES)}
-        panels.append((image[0].numpy(), found, truth, data.records[index].image_id))
+    rows = ["image_id,bone,found,score,iou,x1,y1,x2,y2,true_x1,true_y1,true_x2,true_y2"]  # original pixels
+    for index, record in enumerate(data.records):
+        for bone in BONES:
+            box = run.found[index][bone].box
+            kept = [f"{v / data.scales[index]:.1f}" for v in box] if box is not None else [""] * 4
+            rows.append(",".join([record.image_id, bone, str(box is not None).lower(),
+                                  f"{run.found[index][bone].score:.4f}", f"{run.iou(index, bone):.4f}", *kept,
+                                  *(f"{v:.1f}" for v in record.boxes[bone])]))
+    atomic_write_text(out / "cases.csv", "\n".join(rows) + "\n")
+    worst = sorted(range(len(data)), key=lambda i: min(run.iou(i, bone) for bone in BONES))[:24]
+    panels = [(data[i][0][0].numpy(), run.found[i], run.true_boxes[i],
+               f"{data.records[i].image_id} IoU {min(run.iou(i, bone) for bone in BONES):.2f}") for i in worst]
     detection_sheet(panels, out / "detections.png")
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
