@@ -63,6 +63,9 @@ def test_bad_input_gives_one_line_error(tmp_path):
     assert not (tmp_path / "s.png").exists()
     unknown = run_cli("synth", "--preset", "huge", "--out", str(tmp_path / "x"))
     assert unknown.returncode == 1 and "quick, paper" in unknown.stderr
+    tilted = run_cli("synth", "--tilt", "90", "--out", str(tmp_path / "tilted"))
+    assert tilted.returncode == 1 and "tilt must be 0-45 degrees, got 90.0" in tilted.stderr
+    assert not (tmp_path / "tilted").exists()
 
 
 def test_import_builds_a_trainable_layout(tmp_path, quick_dataset):

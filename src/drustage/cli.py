@@ -25,7 +25,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from drustage.viz import stage_contact_sheet
 
     config = with_overrides(get_preset(args.preset), count=args.count, seed=args.seed,
-                            image_scale=args.scale, image_format=args.format)
+                            image_scale=args.scale, image_format=args.format, tilt_deg=args.tilt)
     start = time.perf_counter()
     records = generate_dataset(args.out, config, workers=args.workers, progress=not args.quiet, preset=args.preset)
     elapsed = time.perf_counter() - start
@@ -315,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, help="override the seed")
     synth.add_argument("--scale", type=float, help="image size factor (1.0: 900-1500 x 1000-1800 px)")
     synth.add_argument("--format", choices=("png", "dicom"), help="image format (default 16-bit PNG)")
+    synth.add_argument("--tilt", type=float, help="standard deviation of the forearm's angle in degrees (default 6)")
     synth.add_argument("--workers", type=int, help="processes (default: all cores)")
     synth.add_argument("--no-sheet", action="store_true", help="skip the stage contact sheet")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -121,3 +121,19 @@ def test_wide_variety_moves_the_boxes_with_the_film():
         assert inside.min() > np.median(out)  # the block, not the board or the rest of the film
         sizes.add(out.shape)
     assert len(sizes) > 2  # wrist crops change the frame size; the others keep it
+
+
+def test_tilt_turns_the_forearm_and_the_boxes_follow():
+    """The line joining the radius and ulna box centres leans with the forearm's angle."""
+    def lean(tilt):
+        angles = []
+        for seed in range(10):
+            p = render_phantom(_subject(), np.random.default_rng(seed), image_scale=0.4, tilt_deg=tilt)
+            (rx1, ry1, rx2, ry2), (ux1, uy1, ux2, uy2) = p.boxes["radius"], p.boxes["ulna"]
+            for x1, y1, x2, y2 in (p.boxes["radius"], p.boxes["ulna"]):
+                assert p.image[int(y1):int(y2), int(x1):int(x2)].mean() > np.median(p.image)
+            dx, dy = (rx1 + rx2 - ux1 - ux2) / 2, (ry1 + ry2 - uy1 - uy2) / 2
+            angles.append(abs(np.degrees(np.arctan2(dy, abs(dx)))))
+        return np.mean(angles)
+
+    assert lean(30.0) > lean(0.0) + 10

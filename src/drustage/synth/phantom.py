@@ -235,12 +235,13 @@ _CARPALS = (
 
 
 def render_phantom(subject: Subject, rng: np.random.Generator, image_scale: float = 1.0,
-                   variety: str = "standard") -> Phantom:
+                   variety: str = "standard", tilt_deg: float = 6.0) -> Phantom:
     """Draw one radiograph of ``subject``. Deterministic for a given generator state.
 
     ``variety`` "wide" adds the film types real archives hold and standard phantoms lack (small
     hands inside scanned film frames, wrist-only views, dark and flat exposures); "standard"
-    draws exactly what it always has."""
+    draws exactly what it always has. ``tilt_deg`` is the standard deviation of the forearm's
+    angle to the film's vertical axis (real films reach 30 degrees and more)."""
     maturity = bone_age_of(subject)
     size = _age_size(subject.age_years) * rng.normal(1.0, 0.04)
     height = int(rng.uniform(1000, 1800) * image_scale)
@@ -255,7 +256,7 @@ def render_phantom(subject: Subject, rng: np.random.Generator, image_scale: floa
     ppm = (wrist_row - tip_row) / hand_length
     ppm = min(ppm, 0.85 * width / (140.0 * size))
     pose = Pose(width, height, (width * rng.uniform(0.42, 0.58), wrist_row), ppm,
-                math.radians(rng.normal(0, 6)), mirror=laterality == "R")
+                math.radians(rng.normal(0, tilt_deg)), mirror=laterality == "R")
 
     bone = np.zeros((height, width), np.float32)
     fingers, finger_epiphyses, rays_soft = _fingers(rng, size, maturity)

@@ -27,6 +27,7 @@ class SynthConfig:
     image_scale: float = 1.0  # 1.0 gives 900-1500 x 1000-1800 pixel radiographs
     image_format: str = "png"  # "png" (16-bit) or "dicom"
     variety: str = "standard"  # "wide": also small hands in film frames, wrist views, dark films
+    tilt_deg: float = 6.0  # standard deviation of the forearm's angle to the film's vertical axis
 
 
 # The paper's sets need, per phase: ulna peak 200, deceleration 250, mature 150; radius
@@ -62,7 +63,8 @@ def _image_seed(seed: int, index: int) -> np.random.Generator:
 
 def _render_one(task: tuple[int, Subject, SynthConfig, str]) -> Record:
     index, subject, config, root = task
-    phantom = render_phantom(subject, _image_seed(config.seed, index), config.image_scale, config.variety)
+    phantom = render_phantom(subject, _image_seed(config.seed, index), config.image_scale, config.variety,
+                             config.tilt_deg)
     image_id = f"phantom-{index:05d}"
     suffix = ".dcm" if config.image_format == "dicom" else ".png"
     relative = f"images/{image_id}{suffix}"
@@ -122,6 +124,8 @@ def generate_dataset(out: str | Path, config: SynthConfig, workers: int | None =
         raise ValueError(f"variety must be standard or wide, got {config.variety!r}")
     if config.image_scale <= 0:
         raise ValueError(f"image scale must be positive, got {config.image_scale}")
+    if not 0 <= config.tilt_deg <= 45:
+        raise ValueError(f"tilt must be 0-45 degrees, got {config.tilt_deg}")
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     subjects = sample_cohort(config.count, config.seed, config.age_range, config.quotas)
@@ -148,9 +152,10 @@ def generate_dataset(out: str | Path, config: SynthConfig, workers: int | None =
 
 
 def with_overrides(config: SynthConfig, count: int | None = None, seed: int | None = None,
-                   image_scale: float | None = None, image_format: str | None = None) -> SynthConfig:
+                   image_scale: float | None = None, image_format: str | None = None,
+                   tilt_deg: float | None = None) -> SynthConfig:
     changes = {k: v for k, v in (("count", count), ("seed", seed), ("image_scale", image_scale),
-                                 ("image_format", image_format)) if v is not None}
+                                 ("image_format", image_format), ("tilt_deg", tilt_deg)) if v is not None}
     return replace(config, **changes)
 
 
