@@ -19,7 +19,7 @@ from _table import print_table
 
 from drustage.data.layout import read_dataset
 from drustage.stages import BONES
-from drustage.training.detector import DetectionSet, evaluate_detector_on, load_detector
+from drustage.training.detector import DetectionSet, evaluate_detector_on, held_out_ids, load_detector
 
 
 def _latency(model, data: DetectionSet) -> float:
@@ -44,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     model, payload = load_detector(args.checkpoint)
     dataset = read_dataset(args.dataset)
-    test_ids = set(payload["data"]["test_ids"])
+    test_ids = held_out_ids(payload, dataset)
     records = [r for r in dataset.records if r.image_id in test_ids][: args.count]
     trained = payload["config"]["model"]
     settings = [(trained["max_size"], p, max(args.threads)) for p in args.proposals]

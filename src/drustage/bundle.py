@@ -74,7 +74,8 @@ def assemble_bundle(out: str | Path, detector: str | Path, radius: str | Path, u
         "version": BUNDLE_VERSION,
         "files": FILES,
         "detector": {"config": payloads["detector"]["config"], "metrics": payloads["detector"].get("metrics"),
-                     "data": {k: v for k, v in payloads["detector"].get("data", {}).items() if k != "test_ids"}},
+                     "data": {k: v for k, v in payloads["detector"].get("data", {}).items()
+                              if not k.startswith("test_ids")}},
         **{bone: {"scheme": payloads[bone]["scheme"], "config": payloads[bone]["config"],
                   "metrics": payloads[bone].get("metrics"),
                   "data": {k: v for k, v in payloads[bone].get("data", {}).items() if k != "test_ids"}}

@@ -114,7 +114,8 @@ def run_demo(out: str | Path, quick: bool = False, real: Path | None = None, wor
     from drustage.pipeline import Predictor, predict_files
     from drustage.synth.writer import SynthConfig, generate_dataset
     from drustage.training.classifier import ClassifierConfig, train_classifier
-    from drustage.training.detector import DetectorTrainConfig, evaluate_detector, train_detector
+    from drustage.training.checkpoint import load_checkpoint
+    from drustage.training.detector import DetectorTrainConfig, evaluate_detector, held_out_ids, train_detector
 
     config = QUICK if quick else DEMO
     out = Path(out)
@@ -179,7 +180,8 @@ def run_demo(out: str | Path, quick: bool = False, real: Path | None = None, wor
     detector_metrics = evaluate_detector(out / "detector/detector.pt", dataset, out / "detector_eval")
     real_metrics = None if real_dataset is None else evaluate_detector(out / "detector/detector.pt", real_dataset,
                                                                        out / "detector_eval_real")
-    test_ids = set(_detector_test_ids(out))
+    detector_payload = load_checkpoint(out / "detector/detector.pt", "detector")
+    test_ids = held_out_ids(detector_payload, dataset)
     phantom_paths = [dataset.path_of(r) for r in dataset.records if r.image_id in test_ids][: config.predict_phantoms]
     t = time.perf_counter()
     phantom_reports, _ = predict_files(predictor, phantom_paths, out / "predictions/phantoms", gradcam=True)
@@ -190,7 +192,8 @@ def run_demo(out: str | Path, quick: bool = False, real: Path | None = None, wor
         if real_dataset is None:
             images = list_images(real)
         else:  # only films the detector did not learn from, under their own names
-            images = [real_dataset.path_of(r).resolve() for r in real_dataset.records if r.image_id in test_ids]
+            real_test_ids = held_out_ids(detector_payload, real_dataset)
+            images = [real_dataset.path_of(r).resolve() for r in real_dataset.records if r.image_id in real_test_ids]
         step = max(1, len(images) // max(config.predict_real, 1))
         real_reports, real_failures = predict_files(predictor, images[::step][: config.predict_real],
                                                     out / "predictions/real", gradcam=True)
@@ -199,12 +202,6 @@ def run_demo(out: str | Path, quick: bool = False, real: Path | None = None, wor
     report = write_report(out, config, detector_metrics, real_metrics, phantom_reports, real_reports, real_failures,
                           truth, time.perf_counter() - started, timings, quick)
     return report
-
-
-def _detector_test_ids(out: Path) -> list[str]:
-    from drustage.training.checkpoint import load_checkpoint
-
-    return load_checkpoint(out / "detector/detector.pt", "detector")["data"]["test_ids"]
 
 
 def _img(path: str, caption: str) -> str:

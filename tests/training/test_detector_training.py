@@ -9,7 +9,7 @@ from drustage.cli import main
 from drustage.data.layout import read_dataset, write_labels
 from drustage.models.detector import DetectorConfig, build_detector
 from drustage.training.detector import (DetectionSet, DetectorTrainConfig, _set_phase, _training_loader, box_iou,
-                                        schedule_phases, split_records, train_detector)
+                                        held_out_ids, schedule_phases, split_records, train_detector)
 
 TINY = DetectorConfig(min_size=160, max_size=200)
 
@@ -84,7 +84,7 @@ def test_train_evaluate_and_crop(quick_dataset, tiny_detector, tmp_path, capsys)
         assert box_iou((row.x1, row.y1, row.x2, row.y2), true_box) == pytest.approx(row.iou, abs=0.02)
     # --held-out-of: the test images of another run (e.g. the one a fine-tune started from)
     first_three = [r.image_id for r in read_dataset(quick_dataset).records[:3]]
-    other = dict(payload, data={**payload["data"], "test_ids": first_three})
+    other = dict(payload, data={**payload["data"], "test_ids_by_dataset": {quick_dataset.name: first_three}})
     torch.save(other, tmp_path / "other.pt")
     assert main(["evaluate-detector", str(checkpoint), str(quick_dataset), "--out", str(tmp_path / "eval3"),
                  "--held-out-of", str(tmp_path / "other.pt")]) == 0
@@ -166,8 +166,8 @@ def test_dataset_weights_set_each_datasets_share_of_batches():
 def test_train_on_two_datasets_reports_each(quick_dataset, tmp_path, capsys):
     second = tmp_path / "second"
     second.mkdir()
-    records = [replace(r, image_id=f"b-{r.image_id}", file=str(quick_dataset / r.file))
-               for r in read_dataset(quick_dataset).records[:8]]
+    # the same image ids as the first dataset, as two phantom sets have
+    records = [replace(r, file=str(quick_dataset / r.file)) for r in read_dataset(quick_dataset).records[:8]]
     write_labels(second, records)
     out = tmp_path / "run"
     assert main(["train-detector", str(quick_dataset), str(second), "--out", str(out), "--dataset-weights", "1"]) != 0
@@ -179,8 +179,18 @@ def test_train_on_two_datasets_reports_each(quick_dataset, tmp_path, capsys):
     assert f"{quick_dataset.name}: n=3" in printed and "second: n=4" in printed
     payload = torch.load(out / "detector.pt", weights_only=True)
     assert payload["data"]["datasets"] == [quick_dataset.name, "second"]
-    test_ids = payload["data"]["test_ids"]
-    assert len(test_ids) == 7 and sum(i.startswith("b-") for i in test_ids) == 4
+    by_dataset = payload["data"]["test_ids_by_dataset"]
+    assert {name: len(ids) for name, ids in by_dataset.items()} == {quick_dataset.name: 3, "second": 4}
+    assert held_out_ids(payload, read_dataset(second)) == set(by_dataset["second"])
+    assert held_out_ids(payload, read_dataset(quick_dataset)) == set(by_dataset[quick_dataset.name])
+    unseen = tmp_path / "unseen"
+    unseen.mkdir()
+    write_labels(unseen, records)
+    assert held_out_ids(payload, read_dataset(unseen)) == set()  # a dataset it never trained on: all of it
+    # each dataset is scored on its own held-out images only, whatever the other held out
+    for dataset, n in ((second, 4), (quick_dataset, 3)):
+        assert main(["evaluate-detector", str(out / "detector.pt"), str(dataset), "--out", str(tmp_path / "e")]) == 0
+        assert json.loads((tmp_path / "e/metrics.json").read_text())["n"] == n
     assert set(payload["metrics"]["by_dataset"]) == {quick_dataset.name, "second"}
     assert payload["config"]["dataset_weights"] == [1.0, 1.0]
 

@@ -380,7 +380,10 @@ def train_detector(datasets: Dataset | list[Dataset], config: DetectorTrainConfi
                     metrics=test_metrics, history=history,
                     data={"dataset": names[0], "datasets": names,
                           "train": sum(len(s) for s in train_sets), "validation": sum(len(s) for s in val_sets),
-                          "test_ids": [r.image_id for _, _, test in splits for r in test]})
+                          "test_ids": [r.image_id for _, _, test in splits for r in test],
+                          # phantom sets share image ids, so each dataset keeps its own list
+                          "test_ids_by_dataset": {name: [r.image_id for r in test]
+                                                  for name, (_, _, test) in zip(names, splits)}})
     atomic_write_text(out / "metrics.json", json.dumps({"config": config.to_dict(), "test": test_metrics,
                                                         "history": history}, indent=2) + "\n")
     return test_metrics
@@ -433,6 +436,20 @@ class Detector:
                 for bone, d in found.items()}
 
 
+def held_out_ids(payload: dict, dataset: Dataset) -> set[str]:
+    """The image ids a detector checkpoint held out of ``dataset``. Runs on several datasets
+    record a list per dataset (found by folder name or path); none for a dataset they did not
+    train on. Older checkpoints hold one list for all."""
+    data = payload.get("data", {})
+    by_dataset = data.get("test_ids_by_dataset")
+    if by_dataset is None:
+        return set(data.get("test_ids", []))
+    for name in (dataset.root.name, str(dataset.root)):
+        if name in by_dataset:
+            return set(by_dataset[name])
+    return set()
+
+
 def evaluate_detector(checkpoint: str | Path, dataset: Dataset, out: str | Path, held_out_only: bool = True,
                       workers: int = 1, threshold: float = 0.5, held_out_of: str | Path | None = None) -> dict:
     """Metrics of a detector checkpoint on a dataset (its recorded test images when present, or
@@ -444,7 +461,7 @@ def evaluate_detector(checkpoint: str | Path, dataset: Dataset, out: str | Path,
     model, payload = load_detector(checkpoint)
     records = [r for r in dataset.records if all(b in r.boxes for b in BONES)]
     split_from = payload if held_out_of is None else load_checkpoint(held_out_of, "detector")
-    test_ids = set(split_from.get("data", {}).get("test_ids", []))
+    test_ids = held_out_ids(split_from, dataset)
     if held_out_only and test_ids and any(r.image_id in test_ids for r in records):
         records = [r for r in records if r.image_id in test_ids]
     if not records:
