@@ -26,7 +26,7 @@ def test_quick_demo_end_to_end_and_resume(tmp_path, real_folder_or_none):
         steps = 5
         checkpoint = load_checkpoint(tmp_path / "demo/detector/detector.pt", "detector")
         assert checkpoint["data"]["datasets"] == ["phantoms", "real"]
-        held_out = {i.split("-", 1)[1] for i in checkpoint["data"]["test_ids"] if not i.startswith("phantom")}
+        held_out = {i.split("-", 1)[1] for i in checkpoint["data"]["test_ids_by_dataset"]["real"]}
         overlays = list((tmp_path / "demo/predictions/real").glob("*.overlay.png"))
         assert len(overlays) == QUICK.predict_real
         assert {p.name.removesuffix(".overlay.png") for p in overlays} <= held_out

@@ -2,7 +2,9 @@
 
 When the shared real radiographs and the project's boxes on them (``annotations/real``) are both
 at hand, the detector also learns from the boxed real films, holding 40% of them out for its
-evaluation and for the real predictions shown. Each step writes its outputs plus a ``.done.json`` holding the settings it ran with; a re-run
+evaluation and for the real predictions shown.
+
+Each step writes its outputs plus a ``.done.json`` holding the settings it ran with; a re-run
 skips a step whose settings are unchanged, so an interrupted demo resumes where it stopped.
 """
 
@@ -210,11 +212,13 @@ def _img(path: str, caption: str) -> str:
 
 
 def _detector_table(metrics: dict) -> str:
-    rows = "".join(f"<tr><td>{bone}</td><td>{m['ap_50']:.3f}</td><td>{m['ap_50_95']:.3f}</td>"
-                   f"<td>{m['mean_iou']:.3f}</td><td>{m['detection_rate_iou50']:.1%}</td></tr>"
-                   for bone, m in ((bone, metrics[bone]) for bone in ("radius", "ulna")))
+    rows = []
+    for bone in ("radius", "ulna"):
+        m = metrics[bone]
+        rows.append(f"<tr><td>{bone}</td><td>{m['ap_50']:.3f}</td><td>{m['ap_50_95']:.3f}</td>"
+                    f"<td>{m['mean_iou']:.3f}</td><td>{m['detection_rate_iou50']:.1%}</td></tr>")
     return ("<table><tr><th>bone</th><th>AP@0.5</th><th>AP@[.5:.95]</th><th>mean IoU</th>"
-            f"<th>found at IoU ≥ 0.5</th></tr>{rows}</table>")
+            f"<th>found at IoU ≥ 0.5</th></tr>{''.join(rows)}</table>")
 
 
 def write_report(out: Path, config: DemoConfig, detector_metrics: dict, real_metrics: dict | None,

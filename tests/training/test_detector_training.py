@@ -2,6 +2,7 @@ import json
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -69,8 +70,6 @@ def test_train_evaluate_and_crop(quick_dataset, tiny_detector, tmp_path, capsys)
     evaluated = json.loads((tmp_path / "eval/metrics.json").read_text())
     assert evaluated["n"] == 12
     # cases.csv: every image's kept boxes in original pixels, consistent with the summary metrics
-    import pandas as pd
-
     cases = pd.read_csv(tmp_path / "eval/cases.csv")
     assert len(cases) == 24 and set(cases.bone) == {"radius", "ulna"}
     for bone in ("radius", "ulna"):

@@ -192,7 +192,6 @@ def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return float(tv_box_iou(torch.tensor([a]), torch.tensor([b]))[0, 0])
 
 
-@torch.inference_mode()
 def _per_class_map(summary) -> dict[int, float]:
     classes = summary["classes"].reshape(-1).tolist()
     values = summary["map_per_class"].reshape(-1).tolist()
