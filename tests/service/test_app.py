@@ -119,12 +119,12 @@ def test_dicom_headers_stay_out_of_responses(client, trained, tmp_path):
 
 
 def test_concurrent_predictions_on_a_live_server(live_server, trained):
-    import httpx
+    import httpx2
 
     paths = [_phantom(trained, group, i) for group in ("young", "old") for i in range(4)]
 
     def send(path):
-        with open(path, "rb") as handle, httpx.Client(base_url=live_server, timeout=60) as http:
+        with open(path, "rb") as handle, httpx2.Client(base_url=live_server, timeout=60) as http:
             response = http.post("/v1/predictions", files={"file": ("x.png", handle)})
         return path, response
 
