@@ -52,6 +52,11 @@ def _sha256(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
+def _data_summary(payload: dict) -> dict:
+    """A checkpoint's data record without its lists of held-out image ids."""
+    return {k: v for k, v in payload.get("data", {}).items() if not k.startswith("test_ids")}
+
+
 def assemble_bundle(out: str | Path, detector: str | Path, radius: str | Path, ulna: str | Path,
                     archive: bool = False) -> Path:
     """Copy and validate three checkpoints into a bundle directory (and optionally a .zip)."""
@@ -74,11 +79,9 @@ def assemble_bundle(out: str | Path, detector: str | Path, radius: str | Path, u
         "version": BUNDLE_VERSION,
         "files": FILES,
         "detector": {"config": payloads["detector"]["config"], "metrics": payloads["detector"].get("metrics"),
-                     "data": {k: v for k, v in payloads["detector"].get("data", {}).items()
-                              if not k.startswith("test_ids")}},
+                     "data": _data_summary(payloads["detector"])},
         **{bone: {"scheme": payloads[bone]["scheme"], "config": payloads[bone]["config"],
-                  "metrics": payloads[bone].get("metrics"),
-                  "data": {k: v for k, v in payloads[bone].get("data", {}).items() if k != "test_ids"}}
+                  "metrics": payloads[bone].get("metrics"), "data": _data_summary(payloads[bone])}
            for bone in BONES},
         "versions": payloads["detector"]["versions"],
     }

@@ -16,6 +16,7 @@ import numpy as np
 # decompression bombs long before memory runs out.
 MAX_PIXELS = 80_000_000
 _DICOM_MAGIC_OFFSET = 128
+DICOM_MAGIC_END = _DICOM_MAGIC_OFFSET + 4  # bytes to read to see the DICOM magic
 
 
 class RadiographError(ValueError):
@@ -49,12 +50,12 @@ class Radiograph:
 
 def has_dicom_magic(head: bytes) -> bool:
     """True when a file's first bytes carry the DICOM preamble magic ``DICM`` at byte 128."""
-    return head[_DICOM_MAGIC_OFFSET:_DICOM_MAGIC_OFFSET + 4] == b"DICM"
+    return head[_DICOM_MAGIC_OFFSET:DICOM_MAGIC_END] == b"DICM"
 
 
 def is_dicom(path: Path) -> bool:
     with open(path, "rb") as handle:
-        return has_dicom_magic(handle.read(_DICOM_MAGIC_OFFSET + 4))
+        return has_dicom_magic(handle.read(DICOM_MAGIC_END))
 
 
 def load_radiograph(path: str | Path) -> Radiograph:

@@ -27,13 +27,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from drustage.bundle import load_bundle
-from drustage.imaging import Radiograph, RadiographError, has_dicom_magic, load_radiograph, to_uint8
+from drustage.imaging import DICOM_MAGIC_END, Radiograph, RadiographError, has_dicom_magic, load_radiograph, to_uint8
 from drustage.stages import BONES
 
 RESULT_ID = r"^[0-9a-f]{32}$"
 DISPLAY_MAX_SIDE = 1200
 UPLOAD_NAME = "upload"
-SNIFF_BYTES = 132  # the longest magic checked: DICOM's "DICM" at byte 128
+SNIFF_BYTES = DICOM_MAGIC_END  # the longest magic checked: DICOM's "DICM" at byte 128
 _MAGIC = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpeg"), (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"))
 
 

@@ -479,9 +479,10 @@ def evaluate_detector(checkpoint: str | Path, dataset: Dataset, out: str | Path,
                                   f"{run.found[index][bone].score:.4f}", f"{run.iou(index, bone):.4f}", *kept,
                                   *(f"{v:.1f}" for v in record.boxes[bone])]))
     atomic_write_text(out / "cases.csv", "\n".join(rows) + "\n")
-    worst = sorted(range(len(data)), key=lambda i: min(run.iou(i, bone) for bone in BONES))[:24]
+    worst_iou = [min(run.iou(i, bone) for bone in BONES) for i in range(len(data))]
+    worst = sorted(range(len(data)), key=worst_iou.__getitem__)[:24]
     panels = [(data[i][0][0].numpy(), run.found[i], run.true_boxes[i],
-               f"{data.records[i].image_id} IoU {min(run.iou(i, bone) for bone in BONES):.2f}") for i in worst]
+               f"{data.records[i].image_id} IoU {worst_iou[i]:.2f}") for i in worst]
     detection_sheet(panels, out / "detections.png")
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
