@@ -152,8 +152,8 @@ def _cmd_train_detector(args: argparse.Namespace) -> int:
                              representation_size=args.representation_size, roi_pool=args.roi_pool),
         schedule=args.schedule, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, validate_every=args.validate_every,
-        augment=args.augment, seed=args.seed, threads=args.threads, weights=args.weights,
-        dataset_weights=args.dataset_weights,
+        augment=args.augment, rotation=args.rotation, min_scale=args.min_scale, seed=args.seed,
+        threads=args.threads, weights=args.weights, dataset_weights=args.dataset_weights,
     )
     config.validate()
     datasets = [read_dataset(path) for path in args.datasets]
@@ -406,6 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="held-out test fraction: one for all datasets, or one per dataset")
     detector.add_argument("--validate-every", type=int, default=250)
     detector.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
+    detector.add_argument("--rotation", type=float, nargs="+", default=[10.0],
+                          help="largest random turn in degrees: one for all datasets, or one per dataset")
+    detector.add_argument("--min-scale", type=float, nargs="+", default=[0.85],
+                          help="smallest random zoom (below 1 shrinks the film in its frame): one, or one per dataset")
     detector.add_argument("--seed", type=int, default=0)
     detector.add_argument("--threads", type=int)
     detector.add_argument("--workers", type=int, default=1, help="processes for image loading")

@@ -51,6 +51,26 @@ def test_augmentation_moves_boxes_with_the_image(quick_dataset):
             assert aug_image[0, y1:y2, x1:x2].mean() > aug_image[0].mean()
 
 
+def test_augmentation_strength_is_set_per_dataset(quick_dataset):
+    dataset = read_dataset(quick_dataset)
+    records = list(dataset.records[:1])
+    radius_area = lambda target: float((target["boxes"][0, 2:] - target["boxes"][0, :2]).prod())
+    plain_area = radius_area(DetectionSet(dataset, records, 200, augment=False)[0][1])
+
+    def area_ratios(**strength):
+        data = DetectionSet(dataset, records, 200, augment=True, **strength)
+        torch.manual_seed(0)
+        return [radius_area(data[0][1]) / plain_area for _ in range(40)]
+
+    assert min(area_ratios()) > 0.6  # default zoom 0.85-1.15
+    assert min(area_ratios(rotation=0, min_scale=0.3)) < 0.3  # a film shrunk inside its frame
+    for bad, match in (({"rotation": 100}, "rotation must be between"), ({"min_scale": [0.85, 0.1]}, "min scale")):
+        with pytest.raises(ValueError, match=match):
+            DetectorTrainConfig(**bad).validate()
+    with pytest.raises(ValueError, match="2 values of rotation for 3 datasets"):
+        DetectorTrainConfig(rotation=[10, 45]).check_dataset_count(3)
+
+
 @pytest.fixture(scope="module")
 def tiny_detector(quick_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("det")
@@ -173,7 +193,8 @@ def test_train_on_two_datasets_reports_each(quick_dataset, tmp_path, capsys):
     assert "1 dataset weights for 2 datasets" in capsys.readouterr().err and not out.exists()
     assert main(["train-detector", str(quick_dataset), str(second), "--out", str(out), "--min-size", "160",
                  "--max-size", "200", "--iterations", "2", "--validate-every", "2", "--dataset-weights", "1", "1",
-                 "--test-fraction", "0.25", "0.5", "--quiet"]) == 0
+                 "--test-fraction", "0.25", "0.5", "--rotation", "10", "45", "--min-scale", "0.85", "0.5",
+                 "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert f"{quick_dataset.name}: n=3" in printed and "second: n=4" in printed
     payload = torch.load(out / "detector.pt", weights_only=True)
@@ -192,6 +213,7 @@ def test_train_on_two_datasets_reports_each(quick_dataset, tmp_path, capsys):
         assert json.loads((tmp_path / "e/metrics.json").read_text())["n"] == n
     assert set(payload["metrics"]["by_dataset"]) == {quick_dataset.name, "second"}
     assert payload["config"]["dataset_weights"] == [1.0, 1.0]
+    assert payload["config"]["rotation"] == [10.0, 45.0] and payload["config"]["min_scale"] == [0.85, 0.5]
 
 
 def test_boxes_map_back_inside_the_original_image():

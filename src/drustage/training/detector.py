@@ -41,6 +41,11 @@ class DetectorTrainConfig:
     test_fraction: float | list[float] = 0.1
     validate_every: int = 250
     augment: bool = True
+    # Augmentation strength, one value for all datasets or one per dataset: the largest turn in
+    # degrees and the smallest zoom (below 1 shrinks the film inside its frame, as on a scanned
+    # board). Real films can take stronger turns than phantoms, whose shapes a turn would distort.
+    rotation: float | list[float] = 10.0
+    min_scale: float | list[float] = 0.85
     seed: int = 0
     threads: int | None = None
     weights: str | None = None  # local state dict or detector checkpoint to start from
@@ -57,12 +62,16 @@ class DetectorTrainConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.dataset_weights is not None and not all(w > 0 for w in self.dataset_weights):
             raise ValueError(f"dataset weights must be positive, got {self.dataset_weights}")
+        if not all(0 <= r <= 90 for r in _as_list(self.rotation)):
+            raise ValueError(f"rotation must be between 0 and 90 degrees, got {self.rotation}")
+        if not all(0.2 <= s <= 1.15 for s in _as_list(self.min_scale)):
+            raise ValueError(f"min scale must be between 0.2 and 1.15, got {self.min_scale}")
 
     def check_dataset_count(self, count: int) -> None:
         """Per-dataset settings must name every dataset (checked before any image is read)."""
         if self.dataset_weights is not None and len(self.dataset_weights) != count:
             raise ValueError(f"{len(self.dataset_weights)} dataset weights for {count} datasets")
-        for name in ("test_fraction", "val_fraction"):
+        for name in ("test_fraction", "val_fraction", "rotation", "min_scale"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) and len(value) not in (1, count):
                 raise ValueError(f"{len(value)} values of {name} for {count} datasets")
@@ -104,7 +113,7 @@ class DetectionSet(torch.utils.data.Dataset):
     """Boxed radiographs held in memory at detector resolution, as ``(image, target)`` pairs."""
 
     def __init__(self, dataset: Dataset, records: list[Record], max_side: int, augment: bool,
-                 workers: int = 1, progress: bool = False):
+                 workers: int = 1, progress: bool = False, rotation: float = 10.0, min_scale: float = 0.85):
         from concurrent.futures import ProcessPoolExecutor
 
         from tqdm import tqdm
@@ -126,7 +135,7 @@ class DetectionSet(torch.utils.data.Dataset):
             self.items.append(item[:2])
             self.records.append(record)
             self.scales.append(item[2])
-        self.transform = _augmentation() if augment else None
+        self.transform = _augmentation(rotation, min_scale) if augment else None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -149,12 +158,12 @@ class DetectionSet(torch.utils.data.Dataset):
                                                  "labels": target["labels"]}
 
 
-def _augmentation():
+def _augmentation(rotation: float, min_scale: float):
     from torchvision.transforms import v2
 
     return v2.Compose([
         v2.RandomHorizontalFlip(0.5),  # a right hand is a mirrored left hand
-        v2.RandomAffine(degrees=10, translate=(0.08, 0.08), scale=(0.85, 1.15)),
+        v2.RandomAffine(degrees=rotation, translate=(0.08, 0.08), scale=(min_scale, 1.15)),
         v2.ColorJitter(brightness=0.25, contrast=0.3),
         v2.SanitizeBoundingBoxes(min_size=4),
     ])
@@ -258,10 +267,14 @@ def evaluate_detector_on(model, data: DetectionSet, batch: int = 4, threshold: f
     return detector_metrics(run_detector_on(model, data, batch, threshold))
 
 
-def _fraction_for(value: float | list[float], index: int) -> float:
-    if isinstance(value, (int, float)):
-        return float(value)
-    return float(value[0] if len(value) == 1 else value[index])
+def _as_list(value: float | list[float]) -> list[float]:
+    return [value] if isinstance(value, (int, float)) else list(value)
+
+
+def _per_dataset(value: float | list[float], index: int) -> float:
+    """Dataset ``index``'s setting from one value for all or a list with one per dataset."""
+    values = _as_list(value)
+    return float(values[0] if len(values) == 1 else values[index])
 
 
 def split_records(dataset: Dataset, config: DetectorTrainConfig,
@@ -271,8 +284,8 @@ def split_records(dataset: Dataset, config: DetectorTrainConfig,
     if len(records) < 3:
         raise ValueError(f"{dataset.root}: need at least 3 radiographs with radius and ulna boxes, found {len(records)}")
     order = np.random.default_rng(config.seed).permutation(len(records))
-    n_test = max(1, round(_fraction_for(config.test_fraction, index) * len(records)))
-    n_val = max(1, round(_fraction_for(config.val_fraction, index) * len(records)))
+    n_test = max(1, round(_per_dataset(config.test_fraction, index) * len(records)))
+    n_val = max(1, round(_per_dataset(config.val_fraction, index) * len(records)))
     test = [records[i] for i in order[:n_test]]
     val = [records[i] for i in order[n_test:n_test + n_val]]
     train = [records[i] for i in order[n_test + n_val:]]
@@ -319,8 +332,9 @@ def train_detector(datasets: Dataset | list[Dataset], config: DetectorTrainConfi
     torch.manual_seed(config.seed)
     splits = [split_records(dataset, config, i) for i, dataset in enumerate(datasets)]
     max_side = config.model.max_size
-    train_sets = [DetectionSet(d, train, max_side, config.augment, workers, progress)
-                  for d, (train, _, _) in zip(datasets, splits)]
+    train_sets = [DetectionSet(d, train, max_side, config.augment, workers, progress,
+                               rotation=_per_dataset(config.rotation, i), min_scale=_per_dataset(config.min_scale, i))
+                  for i, (d, (train, _, _)) in enumerate(zip(datasets, splits))]
     val_sets = [DetectionSet(d, val, max_side, False, workers, progress) for d, (_, val, _) in zip(datasets, splits)]
     loader = _training_loader(train_sets, config)
     model = build_detector(config.model, weights=config.weights)
