@@ -95,10 +95,11 @@ def test_every_true_pair_is_plausible(quick_dataset):
     from drustage.data.annotations import read_boxes
     from drustage.data.layout import read_dataset
 
-    real = read_boxes(Path(__file__).resolve().parents[2] / "annotations/real/boxes.csv")
+    folder = Path(__file__).resolve().parents[2] / "annotations/real"
     pairs = [(r.boxes["radius"], r.boxes["ulna"]) for r in read_dataset(quick_dataset).records]
-    pairs += [(boxes["radius"], boxes["ulna"]) for boxes in real.values()]
-    assert len(pairs) > 150
+    for name in ("boxes.csv", "extra_boxes.csv"):
+        pairs += [(boxes["radius"], boxes["ulna"]) for boxes in read_boxes(folder / name).values()]
+    assert len(pairs) > 170
     assert all(plausible_pair(radius, ulna) for radius, ulna in pairs)
     assert not plausible_pair((100, 200, 180, 270), (400, 20, 460, 80))
 
