@@ -1,4 +1,5 @@
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -6,10 +7,12 @@ from drustage.demo import MIN_REAL_FILMS, QUICK, default_real_boxes, prepare_rea
 from drustage.training.checkpoint import load_checkpoint
 
 
-def test_quick_demo_end_to_end_and_resume(tmp_path, real_folder_or_none):
+def test_quick_demo_end_to_end_and_resume(tmp_path, real_folder_or_none, monkeypatch):
+    monkeypatch.setattr("drustage.demo.QUICK", replace(QUICK, detector_lr=0.005))
     messages = []
     real = real_folder_or_none
     report = run_demo(tmp_path / "demo", quick=True, real=real, workers=2, log=messages.append)
+    assert load_checkpoint(tmp_path / "demo/detector/detector.pt", "detector")["config"]["lr"] == 0.005
     html = report.read_text()
     for heading in ("Detector (held-out phantoms", "Classifiers (held-out phantoms)", "Predictions on held-out phantoms",
                     "Real radiographs"):
