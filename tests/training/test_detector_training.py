@@ -54,7 +54,10 @@ def test_augmentation_moves_boxes_with_the_image(quick_dataset):
 def test_augmentation_strength_is_set_per_dataset(quick_dataset):
     dataset = read_dataset(quick_dataset)
     records = list(dataset.records[:1])
-    radius_area = lambda target: float((target["boxes"][0, 2:] - target["boxes"][0, :2]).prod())
+
+    def radius_area(target):
+        return float((target["boxes"][0, 2:] - target["boxes"][0, :2]).prod())
+
     plain_area = radius_area(DetectionSet(dataset, records, 200, augment=False)[0][1])
 
     def area_ratios(**strength):

@@ -41,9 +41,9 @@ class DetectorTrainConfig:
     test_fraction: float | list[float] = 0.1
     validate_every: int = 250
     augment: bool = True
-    # Augmentation strength, one value for all datasets or one per dataset: the largest turn in
-    # degrees and the smallest zoom (below 1 shrinks the film inside its frame, as on a scanned
-    # board). Real films can take stronger turns than phantoms, whose shapes a turn would distort.
+    # Augmentation strength, one value for all datasets or one per dataset (so boxed real films
+    # can be turned or shrunk harder than phantoms): the largest turn in degrees and the smallest
+    # zoom (below 1 shrinks the film inside its frame, as on a scanned board).
     rotation: float | list[float] = 10.0
     min_scale: float | list[float] = 0.85
     seed: int = 0
