@@ -49,7 +49,7 @@ MIN_REAL_FILMS = 20
 # instead of the paper's 4096 because it trains about twice as fast (bench/bench_detector.py),
 # RoIAlign instead of RoI max pooling because its boxes are tighter (mean IoU 0.82 -> 0.88), and
 # twice the paper's learning rate because at 0.01 the ulna is still half-learnt after 1,200
-# iterations from scratch (held-out real ulnae found: 60% at 0.01, 88% and 92% at 0.02, two seeds).
+# iterations from scratch (held-out real ulnae found: 60% at 0.01; 74-92% in three runs at 0.02).
 DEMO = DemoConfig(phantoms=400, image_scale=0.6, detector_iterations=1200, detector_min_size=384,
                   detector_max_size=512, detector_representation=1024, detector_roi_pool="roialign",
                   detector_lr=0.02, classifier_epochs=12,
@@ -149,8 +149,7 @@ def run_demo(out: str | Path, quick: bool = False, real: Path | None = None, wor
                              representation_size=config.detector_representation,
                              roi_pool=config.detector_roi_pool),
         iterations=config.detector_iterations, lr=config.detector_lr,
-        validate_every=max(config.detector_iterations // 3, 1),
-        warmup=min(50, config.detector_iterations // 4), seed=config.seed)
+        validate_every=max(config.detector_iterations // 3, 1), seed=config.seed)
     detector_data = [dataset]
     if real_dataset is not None:
         detector_data.append(real_dataset)
