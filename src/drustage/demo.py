@@ -82,14 +82,14 @@ def prepare_real(out: Path, real: Path, boxes: Path, log=print):
     from drustage.data.importer import import_dataset
     from drustage.data.layout import read_dataset
     from drustage.pipeline import file_sha256
-    from drustage.stages import BONES
+    from drustage.training.detector import boxed_records
 
     settings = {"real": str(real.resolve()), "boxes_sha256": file_sha256(boxes)}
     if _step(out, "real", settings, log):
         import_dataset(real, out / "real", boxes=boxes, link=True)
         _finish(out, "real", settings)
     dataset = read_dataset(out / "real")
-    boxed = sum(all(bone in r.boxes for bone in BONES) for r in dataset.records)
+    boxed = len(boxed_records(dataset))
     if boxed < MIN_REAL_FILMS:
         log(f"[real] {boxed} of {len(dataset.records)} real films carry both boxes (at least {MIN_REAL_FILMS} "
             f"needed): the detector learns from phantoms only")

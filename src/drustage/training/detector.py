@@ -25,6 +25,7 @@ from drustage.training.checkpoint import load_checkpoint, save_checkpoint
 
 RPN_LOSSES = ("loss_objectness", "loss_rpn_box_reg")
 HEAD_LOSSES = ("loss_classifier", "loss_box_reg")
+MAX_ZOOM = 1.15  # the augmentation's largest random zoom
 
 
 @dataclass
@@ -64,17 +65,17 @@ class DetectorTrainConfig:
             raise ValueError(f"dataset weights must be positive, got {self.dataset_weights}")
         if not all(0 <= r <= 90 for r in _as_list(self.rotation)):
             raise ValueError(f"rotation must be between 0 and 90 degrees, got {self.rotation}")
-        if not all(0.2 <= s <= 1.15 for s in _as_list(self.min_scale)):
-            raise ValueError(f"min scale must be between 0.2 and 1.15, got {self.min_scale}")
+        if not all(0.2 <= s <= MAX_ZOOM for s in _as_list(self.min_scale)):
+            raise ValueError(f"min scale must be between 0.2 and {MAX_ZOOM}, got {self.min_scale}")
 
     def check_dataset_count(self, count: int) -> None:
         """Per-dataset settings must name every dataset (checked before any image is read)."""
         if self.dataset_weights is not None and len(self.dataset_weights) != count:
             raise ValueError(f"{len(self.dataset_weights)} dataset weights for {count} datasets")
         for name in ("test_fraction", "val_fraction", "rotation", "min_scale"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) and len(value) not in (1, count):
-                raise ValueError(f"{len(value)} values of {name} for {count} datasets")
+            values = _as_list(getattr(self, name))
+            if len(values) not in (1, count):
+                raise ValueError(f"{len(values)} values of {name} for {count} datasets")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -113,7 +114,8 @@ class DetectionSet(torch.utils.data.Dataset):
     """Boxed radiographs held in memory at detector resolution, as ``(image, target)`` pairs."""
 
     def __init__(self, dataset: Dataset, records: list[Record], max_side: int, augment: bool,
-                 workers: int = 1, progress: bool = False, rotation: float = 10.0, min_scale: float = 0.85):
+                 workers: int = 1, progress: bool = False, rotation: float = DetectorTrainConfig.rotation,
+                 min_scale: float = DetectorTrainConfig.min_scale):
         from concurrent.futures import ProcessPoolExecutor
 
         from tqdm import tqdm
@@ -163,7 +165,7 @@ def _augmentation(rotation: float, min_scale: float):
 
     return v2.Compose([
         v2.RandomHorizontalFlip(0.5),  # a right hand is a mirrored left hand
-        v2.RandomAffine(degrees=rotation, translate=(0.08, 0.08), scale=(min_scale, 1.15)),
+        v2.RandomAffine(degrees=rotation, translate=(0.08, 0.08), scale=(min_scale, MAX_ZOOM)),
         v2.ColorJitter(brightness=0.25, contrast=0.3),
         v2.SanitizeBoundingBoxes(min_size=4),
     ])
@@ -277,10 +279,15 @@ def _per_dataset(value: float | list[float], index: int) -> float:
     return float(values[0] if len(values) == 1 else values[index])
 
 
+def boxed_records(dataset: Dataset) -> list[Record]:
+    """The radiographs of ``dataset`` that carry both a radius and an ulna box."""
+    return [r for r in dataset.records if all(b in r.boxes for b in BONES)]
+
+
 def split_records(dataset: Dataset, config: DetectorTrainConfig,
                   index: int = 0) -> tuple[list[Record], list[Record], list[Record]]:
     """Seeded train/validation/test split of the boxed radiographs of dataset ``index``."""
-    records = [r for r in dataset.records if all(b in r.boxes for b in BONES)]
+    records = boxed_records(dataset)
     if len(records) < 3:
         raise ValueError(f"{dataset.root}: need at least 3 radiographs with radius and ulna boxes, found {len(records)}")
     order = np.random.default_rng(config.seed).permutation(len(records))
@@ -472,7 +479,7 @@ def evaluate_detector(checkpoint: str | Path, dataset: Dataset, out: str | Path,
     from drustage.viz import detection_sheet
 
     model, payload = load_detector(checkpoint)
-    records = [r for r in dataset.records if all(b in r.boxes for b in BONES)]
+    records = boxed_records(dataset)
     split_from = payload if held_out_of is None else load_checkpoint(held_out_of, "detector")
     test_ids = held_out_ids(split_from, dataset)
     if held_out_only and test_ids and any(r.image_id in test_ids for r in records):
