@@ -169,7 +169,8 @@ def _detector_summary(metrics: dict) -> str:
     for bone in ("radius", "ulna"):
         m = metrics[bone]
         parts.append(f"{bone}: AP50 {m['ap_50']:.3f}, AP {m['ap_50_95']:.3f}, mean IoU {m['mean_iou']:.3f}, "
-                     f"found at IoU>=0.5 {m['detection_rate_iou50']:.1%}")
+                     f"found at IoU>=0.5 {m['detection_rate_iou50']:.1%}, centred in the true box "
+                     f"{m['centre_hit_rate']:.1%}")
     return "; ".join(parts)
 
 

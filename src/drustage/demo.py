@@ -219,9 +219,10 @@ def _detector_table(metrics: dict) -> str:
     for bone in ("radius", "ulna"):
         m = metrics[bone]
         rows.append(f"<tr><td>{bone}</td><td>{m['ap_50']:.3f}</td><td>{m['ap_50_95']:.3f}</td>"
-                    f"<td>{m['mean_iou']:.3f}</td><td>{m['detection_rate_iou50']:.1%}</td></tr>")
+                    f"<td>{m['mean_iou']:.3f}</td><td>{m['detection_rate_iou50']:.1%}</td>"
+                    f"<td>{m['centre_hit_rate']:.1%}</td></tr>")
     return ("<table><tr><th>bone</th><th>AP@0.5</th><th>AP@[.5:.95]</th><th>mean IoU</th>"
-            f"<th>found at IoU ≥ 0.5</th></tr>{''.join(rows)}</table>")
+            f"<th>found at IoU ≥ 0.5</th><th>centred in the true box</th></tr>{''.join(rows)}</table>")
 
 
 def write_report(out: Path, config: DemoConfig, detector_metrics: dict, real_metrics: dict | None,

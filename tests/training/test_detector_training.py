@@ -97,6 +97,7 @@ def test_train_evaluate_and_crop(quick_dataset, tiny_detector, tmp_path, capsys)
     assert len(cases) == 24 and set(cases.bone) == {"radius", "ulna"}
     for bone in ("radius", "ulna"):
         assert cases[cases.bone == bone].iou.mean() == pytest.approx(evaluated[bone]["mean_iou"], abs=1e-3)
+        assert cases[cases.bone == bone].centred.mean() == pytest.approx(evaluated[bone]["centre_hit_rate"])
     truth = {(r.image_id, bone): box for r in read_dataset(quick_dataset).records for bone, box in r.boxes.items()}
     assert cases.found.all()  # threshold 0 keeps every bone's best box
     for row in cases.itertuples():
@@ -229,3 +230,27 @@ def test_boxes_map_back_inside_the_original_image():
                                    "labels": torch.tensor([1]), "scores": torch.tensor([0.9])}
     found = detector(np.zeros((957, 1090), dtype=np.float32))
     assert found["radius"].box == pytest.approx((10 * 1090 / 512, 10 * 1090 / 512, 1090.0, 957.0))
+
+
+def test_centre_hit_counts_a_loosely_framed_box_on_the_right_bone():
+    from drustage.models.detector import Detection
+    from drustage.training.detector import DetectorRun, detector_metrics
+
+    true = {"radius": (100.0, 100.0, 200.0, 200.0), "ulna": (220.0, 110.0, 280.0, 190.0)}
+    kept = [  # image 1: a loose box around the radius (IoU 0.44), the ulna's box beside the bone
+        {"radius": Detection("radius", (80.0, 60.0, 230.0, 210.0), 0.9),
+         "ulna": Detection("ulna", (300.0, 100.0, 360.0, 180.0), 0.9)},
+        # image 2: the radius exactly, the ulna not found
+        {"radius": Detection("radius", (100.0, 100.0, 200.0, 200.0), 0.9), "ulna": Detection("ulna", None, 0.2)},
+    ]
+    predictions = [{"boxes": torch.tensor([d.box for d in found.values() if d.box]),
+                    "scores": torch.tensor([d.score for d in found.values() if d.box]),
+                    "labels": torch.tensor([1 if d.bone == "radius" else 2 for d in found.values() if d.box])}
+                   for found in kept]
+    truths = [{"boxes": torch.tensor([true["radius"], true["ulna"]]), "labels": torch.tensor([1, 2])}] * 2
+    run = DetectorRun(predictions, truths, kept, [true, true])
+    metrics = detector_metrics(run)
+    assert run.iou(0, "radius") == pytest.approx(0.444, abs=1e-3) and run.centre_inside(0, "radius")
+    assert metrics["radius"]["detection_rate_iou50"] == 0.5 and metrics["radius"]["centre_hit_rate"] == 1.0
+    assert not run.centre_inside(0, "ulna") and not run.centre_inside(1, "ulna")
+    assert metrics["ulna"]["centre_hit_rate"] == 0.0

@@ -223,6 +223,15 @@ class DetectorRun:
         box = self.found[index][bone].box
         return box_iou(box, self.true_boxes[index][bone]) if box is not None else 0.0
 
+    def centre_inside(self, index: int, bone: str) -> bool:
+        """Whether the kept box's centre lies inside the true box: on the right bone, however
+        tightly framed (how a person counts a box as found); a miss counts as outside."""
+        box = self.found[index][bone].box
+        if box is None:
+            return False
+        x1, y1, x2, y2 = self.true_boxes[index][bone]
+        return x1 <= (box[0] + box[2]) / 2 <= x2 and y1 <= (box[1] + box[3]) / 2 <= y2
+
 
 def run_detector_on(model, data: DetectionSet, batch: int = 4, threshold: float = 0.5) -> DetectorRun:
     run = DetectorRun([], [], [], [])
@@ -243,7 +252,8 @@ def run_detector_on(model, data: DetectionSet, batch: int = 4, threshold: float 
 
 def detector_metrics(run: DetectorRun) -> dict:
     """AP@0.5 and AP@[.5:.95] per class (torchmetrics, COCO protocol), mean IoU of the best
-    box per bone, and the detection rate at IoU >= 0.5 (a miss counts as IoU 0)."""
+    box per bone, the detection rate at IoU >= 0.5 (a miss counts as IoU 0), and the share of
+    kept boxes centred inside the true box (on the right bone even where the framing differs)."""
     from torchmetrics.detection import MeanAveragePrecision
 
     coco = MeanAveragePrecision(iou_type="bbox", class_metrics=True)
@@ -254,12 +264,15 @@ def detector_metrics(run: DetectorRun) -> dict:
     ap, ap50 = _per_class_map(coco_summary), _per_class_map(summary_50)
     result: dict = {"n": len(run.found), "map_50": float(coco_summary["map_50"]), "map": float(coco_summary["map"])}
     for bone, label in LABELS.items():
-        values = np.array([run.iou(i, bone) for i, truth in enumerate(run.true_boxes) if bone in truth])
+        boxed = [i for i, truth in enumerate(run.true_boxes) if bone in truth]
+        values = np.array([run.iou(i, bone) for i in boxed])
+        centred = np.array([run.centre_inside(i, bone) for i in boxed])
         result[bone] = {
             "ap_50": ap50.get(label, float("nan")),
             "ap_50_95": ap.get(label, float("nan")),
             "mean_iou": float(values.mean()) if len(values) else float("nan"),
             "detection_rate_iou50": float((values >= 0.5).mean()) if len(values) else float("nan"),
+            "centre_hit_rate": float(centred.mean()) if len(centred) else float("nan"),
         }
     return result
 
@@ -491,13 +504,14 @@ def evaluate_detector(checkpoint: str | Path, dataset: Dataset, out: str | Path,
     metrics = detector_metrics(run)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = ["image_id,bone,found,score,iou,x1,y1,x2,y2,true_x1,true_y1,true_x2,true_y2"]  # original pixels
+    rows = ["image_id,bone,found,score,iou,centred,x1,y1,x2,y2,true_x1,true_y1,true_x2,true_y2"]  # original pixels
     for index, record in enumerate(data.records):
         for bone in BONES:
             box = run.found[index][bone].box
             kept = [f"{v / data.scales[index]:.1f}" for v in box] if box is not None else [""] * 4
             rows.append(",".join([record.image_id, bone, str(box is not None).lower(),
-                                  f"{run.found[index][bone].score:.4f}", f"{run.iou(index, bone):.4f}", *kept,
+                                  f"{run.found[index][bone].score:.4f}", f"{run.iou(index, bone):.4f}",
+                                  str(run.centre_inside(index, bone)).lower(), *kept,
                                   *(f"{v:.1f}" for v in record.boxes[bone])]))
     atomic_write_text(out / "cases.csv", "\n".join(rows) + "\n")
     worst_iou = [min(run.iou(i, bone) for bone in BONES) for i in range(len(data))]
