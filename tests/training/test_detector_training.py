@@ -233,7 +233,7 @@ def test_boxes_map_back_inside_the_original_image():
 
 
 def test_centre_hit_counts_a_loosely_framed_box_on_the_right_bone():
-    from drustage.models.detector import Detection
+    from drustage.models.detector import LABELS, Detection
     from drustage.training.detector import DetectorRun, detector_metrics
 
     true = {"radius": (100.0, 100.0, 200.0, 200.0), "ulna": (220.0, 110.0, 280.0, 190.0)}
@@ -245,9 +245,10 @@ def test_centre_hit_counts_a_loosely_framed_box_on_the_right_bone():
     ]
     predictions = [{"boxes": torch.tensor([d.box for d in found.values() if d.box]),
                     "scores": torch.tensor([d.score for d in found.values() if d.box]),
-                    "labels": torch.tensor([1 if d.bone == "radius" else 2 for d in found.values() if d.box])}
+                    "labels": torch.tensor([LABELS[d.bone] for d in found.values() if d.box])}
                    for found in kept]
-    truths = [{"boxes": torch.tensor([true["radius"], true["ulna"]]), "labels": torch.tensor([1, 2])}] * 2
+    truths = [{"boxes": torch.tensor([true["radius"], true["ulna"]]),
+               "labels": torch.tensor([LABELS["radius"], LABELS["ulna"]])}] * 2
     run = DetectorRun(predictions, truths, kept, [true, true])
     metrics = detector_metrics(run)
     assert run.iou(0, "radius") == pytest.approx(0.444, abs=1e-3) and run.centre_inside(0, "radius")
