@@ -46,10 +46,11 @@ def test_unknown_backbone_and_missing_weights(tmp_path):
 
 
 def test_local_weights_round_trip(tmp_path):
-    model = build_detector(DetectorConfig(min_size=128, max_size=160))
+    config = DetectorConfig(min_size=128, max_size=160, representation_size=64)
+    model = build_detector(config)
     path = tmp_path / "w.pt"
     torch.save(model.state_dict(), path)
-    again = build_detector(DetectorConfig(min_size=128, max_size=160), weights=path)
+    again = build_detector(config, weights=path)
     key = "backbone.body.0.weight"
     assert torch.equal(model.state_dict()[key], again.state_dict()[key])
 

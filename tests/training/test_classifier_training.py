@@ -1,4 +1,6 @@
 import json
+import resource
+import signal
 
 import numpy as np
 import pytest
@@ -106,3 +108,17 @@ def test_bad_spec_and_checkpoints(quick_dataset, tmp_path, capsys):
         load_classifier(other)
     assert main(["evaluate-classifier", str(corrupt), str(quick_dataset), "--out", str(tmp_path / "e")]) == 1
     assert "corrupt.pt" in capsys.readouterr().err
+
+
+def test_a_checkpoint_the_disk_cannot_hold_is_reported_and_leaves_nothing(tmp_path):
+    # a file-size limit makes writes fail as a full disk does (EFBIG instead of ENOSPC)
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, limits[1]))
+    try:
+        with pytest.raises(CheckpointError, match=r"big.pt: checkpoint not written \(.*\); \d+ MB free"):
+            save_checkpoint(tmp_path / "big.pt", "classifier", {"weight": torch.zeros(2**20)})
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, previous_handler)
+    assert list(tmp_path.iterdir()) == []  # neither the checkpoint nor its temporary file

@@ -12,7 +12,8 @@ from drustage.models.detector import DetectorConfig, build_detector
 from drustage.training.detector import (DetectionSet, DetectorTrainConfig, _set_phase, _training_loader, box_iou,
                                         held_out_ids, schedule_phases, split_records, train_detector)
 
-TINY = DetectorConfig(min_size=160, max_size=200)
+# a narrow box head keeps each checkpoint at a few MB (the default FC-4096 head writes 290 MB)
+TINY = DetectorConfig(min_size=160, max_size=200, representation_size=64)
 
 
 def test_alternating_schedule_keeps_paper_ratio():
@@ -196,7 +197,8 @@ def test_train_on_two_datasets_reports_each(quick_dataset, tmp_path, capsys):
     assert main(["train-detector", str(quick_dataset), str(second), "--out", str(out), "--dataset-weights", "1"]) != 0
     assert "1 dataset weights for 2 datasets" in capsys.readouterr().err and not out.exists()
     assert main(["train-detector", str(quick_dataset), str(second), "--out", str(out), "--min-size", "160",
-                 "--max-size", "200", "--iterations", "2", "--validate-every", "2", "--dataset-weights", "1", "1",
+                 "--max-size", "200", "--representation-size", "64", "--iterations", "2", "--validate-every", "2",
+                 "--dataset-weights", "1", "1",
                  "--test-fraction", "0.25", "0.5", "--rotation", "10", "45", "--min-scale", "0.85", "0.5",
                  "--quiet"]) == 0
     printed = capsys.readouterr().out

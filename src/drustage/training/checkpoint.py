@@ -4,6 +4,7 @@ loaded with ``weights_only=True`` (no pickled code runs on load)."""
 from __future__ import annotations
 
 import platform
+import shutil
 from pathlib import Path
 
 from drustage.io_utils import atomic_path
@@ -12,7 +13,7 @@ CHECKPOINT_VERSION = 1
 
 
 class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt or of the wrong kind; the message names the file."""
+    """A checkpoint is missing, corrupt, of the wrong kind or could not be written; the message names the file."""
 
 
 def library_versions() -> dict[str, str]:
@@ -33,9 +34,19 @@ def save_checkpoint(path: str | Path, kind: str, state_dict: dict, **fields) -> 
     payload = {"format": f"drustage-{kind}", "version": CHECKPOINT_VERSION, "versions": library_versions(),
                "state_dict": state_dict, **fields}
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+    except RuntimeError as error:  # torch's zip writer reports a full disk as an "enforce fail"
+        free_mb = shutil.disk_usage(path.parent).free / 2**20
+        raise CheckpointError(f"{path}: checkpoint not written ({_first_line(error)}); "
+                              f"{free_mb:.0f} MB free on its disk") from None
     return path
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def load_checkpoint(path: str | Path, kind: str) -> dict:
@@ -53,8 +64,7 @@ def load_checkpoint(path: str | Path, kind: str) -> dict:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, struct.error, RuntimeError, EOFError, ValueError,
             KeyError, IndexError, TypeError) as error:  # the unpickler's failures on arbitrary bytes
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: not a readable drustage checkpoint ({first_line})") from None
+        raise CheckpointError(f"{path}: not a readable drustage checkpoint ({_first_line(error)})") from None
     if not isinstance(payload, dict) or "format" not in payload:
         raise CheckpointError(f"{path}: not a drustage checkpoint")
     if payload["format"] != f"drustage-{kind}":
