@@ -9,6 +9,15 @@ import pytest
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def bundle_cache(tmp_path_factory) -> Path:
+    """Zip bundles extract into the test session's own cache, not the user's ~/.cache."""
+    cache = tmp_path_factory.mktemp("xdg-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(cache))
+        yield cache
+
+
 @pytest.fixture(scope="session")
 def quick_dataset(tmp_path_factory) -> Path:
     from drustage.synth.writer import generate_dataset, get_preset

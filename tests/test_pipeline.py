@@ -12,7 +12,7 @@ import zipfile
 import pytest
 from PIL import Image
 
-from drustage.bundle import BundleError, assemble_bundle, load_bundle
+from drustage.bundle import BundleError, assemble_bundle, bundle_cache_dir, load_bundle
 from drustage.cli import main
 from drustage.data.layout import read_dataset
 from drustage.pipeline import Predictor, infer_laterality
@@ -25,6 +25,17 @@ def test_bundle_round_trip(trained):
     assert len(bundle.fingerprint) == 64
     zipped = load_bundle(bundle_dir.with_suffix(".zip"))
     assert zipped.fingerprint == bundle.fingerprint
+
+
+def test_a_zip_bundle_is_extracted_once_into_the_cache(trained, bundle_cache):
+    archive = trained[1].with_suffix(".zip")
+    first = load_bundle(archive)
+    assert first.source == archive and first.root.parent == bundle_cache_dir()
+    assert bundle_cache_dir().is_relative_to(bundle_cache)  # XDG_CACHE_HOME is honoured
+    (first.root / "radius.pt").unlink()  # an incomplete copy is replaced, not used
+    again = load_bundle(archive)
+    assert again.root == first.root and again.fingerprint == first.fingerprint
+    assert not [p for p in bundle_cache_dir().iterdir() if p.name.startswith(".")]  # no staging folder left
 
 
 def test_bundle_validation_names_the_problem(trained, tmp_path):

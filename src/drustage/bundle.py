@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import zipfile
@@ -94,22 +95,53 @@ def assemble_bundle(out: str | Path, detector: str | Path, radius: str | Path, u
     return out
 
 
+def bundle_cache_dir() -> Path:
+    """Where zip bundles are extracted: ``$XDG_CACHE_HOME/drustage/bundles`` (``~/.cache`` by default)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "drustage" / "bundles"
+
+
+def _extract_once(archive: Path) -> Path:
+    """The archive's files in a cache folder named by the archive's sha256, extracted on first use.
+
+    A temporary copy per load would pile up, tens of MB for every ``predict`` run and every
+    worker; a folder named by content is shared by them all and cannot go stale.
+    """
+    target = bundle_cache_dir() / _sha256([archive])
+    names = [MANIFEST, *FILES.values()]
+
+    def complete() -> bool:
+        return all((target / name).is_file() for name in names)
+
+    if complete():
+        return target
+    try:
+        with zipfile.ZipFile(archive) as handle:
+            missing = set(names) - set(handle.namelist())
+            if missing:
+                raise BundleError(f"{archive}: archive lacks {', '.join(sorted(missing))}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{target.name[:12]}-", dir=target.parent))
+            try:
+                for name in names:
+                    (staging / name).write_bytes(handle.read(name))  # fixed names: no path from the archive
+                try:
+                    staging.rename(target)
+                except OSError:  # a folder is there: another process's copy, or an incomplete one
+                    if not complete():
+                        shutil.rmtree(target)
+                        staging.rename(target)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    except zipfile.BadZipFile:
+        raise BundleError(f"{archive}: not a zip archive") from None
+    return target
+
+
 def load_bundle(path: str | Path) -> Bundle:
     """Open and validate a bundle directory or .zip; raises ``BundleError`` naming the problem."""
     path = source = Path(path)
     if path.is_file() and path.suffix == ".zip":
-        try:
-            with zipfile.ZipFile(path) as handle:
-                names = set(handle.namelist())
-                missing = {MANIFEST, *FILES.values()} - names
-                if missing:
-                    raise BundleError(f"{path}: archive lacks {', '.join(sorted(missing))}")
-                target = Path(tempfile.mkdtemp(prefix="drustage-bundle-"))
-                for name in [MANIFEST, *FILES.values()]:
-                    (target / name).write_bytes(handle.read(name))  # fixed names: no path from the archive
-        except zipfile.BadZipFile:
-            raise BundleError(f"{path}: not a zip archive") from None
-        path = target
+        path = _extract_once(path)
     if not path.is_dir():
         raise BundleError(f"{path}: no such bundle directory")
     manifest_path = path / MANIFEST
