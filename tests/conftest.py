@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def bundle_cache(tmp_path_factory) -> Path:
+def bundle_cache(tmp_path_factory) -> Iterator[Path]:
     """Zip bundles extract into the test session's own cache, not the user's ~/.cache."""
     cache = tmp_path_factory.mktemp("xdg-cache")
     with pytest.MonkeyPatch.context() as patch:

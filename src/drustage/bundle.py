@@ -120,8 +120,10 @@ def _extract_once(archive: Path) -> Path:
             if missing:
                 raise BundleError(f"{archive}: archive lacks {', '.join(sorted(missing))}")
             target.parent.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(prefix=f".{target.name[:12]}-", dir=target.parent))
-            try:
+            # the staging folder is removed on the way out unless it was renamed into place
+            with tempfile.TemporaryDirectory(prefix=f".{target.name[:12]}-", dir=target.parent,
+                                             ignore_cleanup_errors=True) as folder:
+                staging = Path(folder)
                 for name in names:
                     (staging / name).write_bytes(handle.read(name))  # fixed names: no path from the archive
                 try:
@@ -130,8 +132,6 @@ def _extract_once(archive: Path) -> Path:
                     if not complete():
                         shutil.rmtree(target)
                         staging.rename(target)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
     except zipfile.BadZipFile:
         raise BundleError(f"{archive}: not a zip archive") from None
     return target
