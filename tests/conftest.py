@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
@@ -77,3 +78,44 @@ def trained(tmp_path_factory):
     assemble_bundle(root / "bundle", root / "det/detector.pt", root / "radius/classifier.pt",
                     root / "ulna/classifier.pt", archive=True)
     return root, root / "bundle"
+
+
+def _bone_result(bone, stage_index, confidence=0.9):
+    from drustage.stages import get_scheme
+
+    scheme = get_scheme("stage", bone)
+    p = np.full(scheme.num_classes, (1 - confidence) / (scheme.num_classes - 1))
+    p[stage_index - 1] = confidence
+    name = scheme.classes[stage_index - 1]
+    return {"scheme": "stage", "prediction": name, "phase": scheme.phase_of_class(stage_index - 1),
+            "confidence": confidence, "phase_confidence": confidence, "box": [10, 10, 60, 70],
+            "probabilities": dict(zip(scheme.classes, p.tolist()))}
+
+
+def _aged_case(quick_dataset, wrong_flagged=True):
+    """Films of the quick phantoms with 'bone ages' spread 2-17 y, read as their age implies, except
+    two read mature at their young age: one flagged for review, one not."""
+    from drustage.data.aged_films import AgedFilm
+    from drustage.data.layout import read_dataset
+    from drustage.growth import expected_stage_for_age
+
+    dataset = read_dataset(quick_dataset)
+    films, reports = [], []
+    for k, record in enumerate(dataset.records):
+        path = dataset.path_of(record)
+        age = 2 + 15 * k / (len(dataset.records) - 1)
+        sex = "FM"[k % 2]
+        films.append(AgedFilm(path.name, path, sex, age))
+        results = {bone: _bone_result(bone, expected_stage_for_age(bone, age, sex).index) for bone in ("radius", "ulna")}
+        flagged = False
+        if k in (0, 1):
+            results["radius"] = _bone_result("radius", 11, 0.99)
+            flagged = k == 0 and wrong_flagged
+        reports.append({"source": path.name, **results, "needs_review": flagged, "review_reasons": []})
+    return films, reports
+
+
+@pytest.fixture
+def aged_case(quick_dataset):
+    """``aged_case(wrong_flagged=True)`` -> (films, reports): see ``_aged_case``."""
+    return lambda wrong_flagged=True: _aged_case(quick_dataset, wrong_flagged)

@@ -1,3 +1,4 @@
+import json
 import re
 from dataclasses import replace
 
@@ -23,10 +24,13 @@ def test_quick_demo_end_to_end_and_resume(tmp_path, real_folder_or_none, monkeyp
         assert (report.parent / source).is_file(), source
     predicted = list((tmp_path / "demo/predictions/phantoms").glob("*.json"))
     assert len(predicted) == QUICK.predict_phantoms
-    steps = 4
+    steps = ["phantoms", "detector", "radius", "ulna"]
     if real is not None:
         # the detector learned from the boxed real films too; the real predictions shown are held-out ones
-        steps = 5
+        steps = ["phantoms", "real", "detector", "aged", "radius", "ulna"]
+        # the quick detector boxes too few films with a bone age for the classifiers to learn from
+        assert "learn from phantoms only" in messages[steps.index("aged") + 1]
+        messages.pop(steps.index("aged") + 1)
         checkpoint = load_checkpoint(tmp_path / "demo/detector/detector.pt", "detector")
         assert checkpoint["data"]["datasets"] == ["phantoms", "real"]
         held_out = {i.split("-", 1)[1] for i in checkpoint["data"]["test_ids_by_dataset"]["real"]}
@@ -34,11 +38,36 @@ def test_quick_demo_end_to_end_and_resume(tmp_path, real_folder_or_none, monkeyp
         assert len(overlays) == QUICK.predict_real
         assert {p.name.removesuffix(".overlay.png") for p in overlays} <= held_out
         assert "Detector (held-out real films" in html and "none of them seen by the detector" in html
-    assert all("running" in m for m in messages if m.startswith("[")) and len(messages) == steps
+    assert messages == [f"[{step}] running ..." for step in steps]
+    assert "Maturity on real films: unchecked" in html  # no classifier here learned from real films
 
     again = []
     run_demo(tmp_path / "demo", quick=True, real=real, workers=2, log=again.append)
-    assert len(again) == steps and all("already done" in m for m in again)
+    again = [m for m in again if "learn from phantoms only" not in m]
+    assert len(again) == len(steps) and all("already done" in m for m in again)
+
+
+def test_the_report_shows_the_real_film_validation(tmp_path, aged_case):
+    from drustage.demo import write_report
+    from drustage.validation import readings_from_reports, write_validation
+
+    films, reports = aged_case()
+    validation = write_validation(*readings_from_reports(reports, films), tmp_path / "validation_real")
+    for bone in ("radius", "ulna"):
+        (tmp_path / bone).mkdir()
+        metrics = {"classes": ["a", "b"], "n": 4, "accuracy": 0.5, "accuracy_ci95": [0.1, 0.9],
+                   "within_one_accuracy": 1.0, "kappa": 0.0, "kappa_quadratic": 0.0, "ece": 0.1,
+                   "phase": {"accuracy": 0.75, "ece": 0.05}}
+        (tmp_path / bone / "metrics.json").write_text(json.dumps({"test": metrics}))
+    detector = {bone: {"ap_50": 1, "ap_50_95": 1, "mean_iou": 1, "detection_rate_iou50": 1, "centre_hit_rate": 1}
+                for bone in ("radius", "ulna")}
+    report = write_report(tmp_path, QUICK, {"n": 1, **detector}, None, [], [], [], {}, 1.0, {}, True, validation)
+    html = report.read_text()
+    assert "Maturity on held-out real films" in html and "implausible, not flagged" in html
+    assert "75.0% (ECE 0.050)" in html
+    for source in re.findall(r'<img src="(validation_real/[^"]+)"', html):
+        assert (tmp_path / source).is_file(), source
+    assert len(re.findall(r'<img src="validation_real/', html)) == 3
 
 
 @pytest.mark.real

@@ -1,14 +1,13 @@
 """End to end: bundle round trip, predict on phantoms with known stages, bad inputs, a missing bone.
-
 A small bundle is trained once per session on easy phantoms (the extremes of maturity). Its
 classifiers learn those in seconds; a detector good enough to rely on takes ~15 CPU minutes
 (see the demo and bench/), so its detector here is barely trained: correctness is checked with
 the labelled boxes given to ``predict --boxes``, and the detector path for plumbing and flags.
 """
-
 import json
 import zipfile
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -178,3 +177,68 @@ def test_laterality_from_boxes():
     assert infer_laterality({"radius": [60, 0, 80, 10], "ulna": [20, 0, 40, 10]}) == "L"
     assert infer_laterality({"radius": [10, 0, 30, 10], "ulna": [40, 0, 60, 10]}) == "R"
     assert infer_laterality({"radius": [10, 0, 30, 10]}) is None
+
+
+def test_a_stage_reading_takes_the_most_probable_phase_then_its_best_stage():
+    from drustage.pipeline import BoneResult, read_probabilities
+    from drustage.stages import get_scheme
+
+    scheme = get_scheme("stage", "radius")
+    p = np.zeros(11)
+    p[[6, 7, 8]] = [0.40, 0.30, 0.30]  # R7 alone is the likeliest stage, but R8-R9 (deceleration) weigh more
+    result = BoneResult("radius", True, [0, 0, 1, 1], None, "given", "stage")
+    read_probabilities(result, scheme, p)
+    assert (result.phase, result.prediction) == ("deceleration", "R8")
+    assert result.phase_confidence == pytest.approx(0.6) and result.confidence == pytest.approx(0.3)
+    assert result.expected_stage == pytest.approx(7 * 0.4 + 8 * 0.3 + 9 * 0.3)
+
+
+def test_a_reading_implausible_for_the_patients_age_is_flagged_and_the_patient_not_written(trained, tmp_path):
+    from drustage.growth import PatientInfo
+    from drustage.imaging import load_radiograph
+
+    root, bundle_dir = trained
+    dataset = read_dataset(root)
+    young = next(r for r in dataset.records if r.image_id.startswith("y") and r.stages["radius"].index <= 3)
+    radiograph = load_radiograph(dataset.path_of(young))
+    predictor = Predictor(load_bundle(bundle_dir))
+    plain = predictor.predict(radiograph, boxes=young.boxes)
+    assert plain.radius.phase == "pre-peak"
+    for patient, flagged in ((PatientInfo("F", 18.0), True), (PatientInfo("F", 5.5), False), (None, False)):
+        report = predictor.predict(radiograph, boxes=young.boxes, patient=patient)
+        implausible = [r for r in report.review_reasons if "radius implausible for the patient's age" in r]
+        assert bool(implausible) == flagged, patient
+    path = dataset.path_of(young)
+    (tmp_path / "boxes.csv").write_text("file,bone,x1,y1,x2,y2\n" + "".join(
+        f"{path.name},{bone},{','.join(str(v) for v in young.boxes[bone])}\n" for bone in ("radius", "ulna")))
+    out = tmp_path / "out"
+    assert main(["predict", str(path), "--model", str(bundle_dir), "--out", str(out), "--quiet", "--sex", "F",
+                 "--age", "18", "--boxes", str(tmp_path / "boxes.csv")]) == 0
+    text = (out / f"{path.stem}.json").read_text()
+    report = json.loads(text)
+    assert report["needs_review"] and any("R6 read at age 18.0 y" in r for r in report["review_reasons"])
+    assert '"sex"' not in text and '"age' not in text
+    sheet = tmp_path / "patients.csv"
+    sheet.write_text(f"file,age_years,sex\n{path.name},6,F\n")
+    assert main(["predict", str(path), "--model", str(bundle_dir), "--out", str(out), "--quiet", "--patients",
+                 str(sheet), "--boxes", str(tmp_path / "boxes.csv")]) == 0
+    assert not any("implausible" in r for r in json.loads((out / f"{path.stem}.json").read_text())["review_reasons"])
+    assert main(["predict", str(path), "--model", str(bundle_dir), "--out", str(out), "--sex", "X"]) == 1
+
+
+def test_radius_and_ulna_stages_too_far_apart_are_flagged(trained):
+    from drustage.imaging import load_radiograph
+    from drustage.stages import get_scheme
+
+    root, bundle_dir = trained
+    dataset = read_dataset(root)
+    record = dataset.records[0]
+    predictor = Predictor(load_bundle(bundle_dir))
+    predictor.schemes = {bone: get_scheme("stage", bone) for bone in ("radius", "ulna")}
+    readings = {"radius": np.eye(11)[10], "ulna": np.eye(9)[1]}  # R11 with U2
+    predictor.classify = lambda crops: {bone: readings[bone] for bone in crops}
+    report = predictor.predict(load_radiograph(dataset.path_of(record)), boxes=record.boxes)
+    assert any("radius R11 and ulna U2 are" in r for r in report.review_reasons) and report.needs_review
+    readings["ulna"] = np.eye(9)[8]  # U9: one child
+    report = predictor.predict(load_radiograph(dataset.path_of(record)), boxes=record.boxes)
+    assert not any("apart on the growth table" in r for r in report.review_reasons)

@@ -109,7 +109,7 @@ def _classifier_config(args: argparse.Namespace):
         dropout=args.dropout, standardize=args.standardize, optimizer=args.optimizer, lr=args.lr,
         batch_size=args.batch_size, epochs=args.epochs, seed=args.seed, balance=args.balance, augment=args.augment,
         test_per_class=args.test_per_class, test_fraction=args.test_fraction, val_fraction=args.val_fraction,
-        min_stage=args.min_stage, per_class_cap=caps, threads=args.threads,
+        min_stage=args.min_stage, per_class_cap=caps, threads=args.threads, aged_weight=args.aged_weight,
     )
 
 
@@ -126,10 +126,27 @@ def _cmd_train_classifier(args: argparse.Namespace) -> int:
 
     config = _classifier_config(args)
     config.validate()
+    aged = None
+    if args.aged:
+        aged = _aged_crops(read_dataset(args.aged), config, args)
     metrics = train_classifier(read_dataset(args.dataset), config, args.out, workers=args.workers,
-                               progress=not args.quiet)
+                               progress=not args.quiet, aged=aged)
     print(f"test {_classifier_summary(metrics)}; wrote {args.out}/classifier.pt")
     return 0
+
+
+def _aged_crops(dataset, config, args):
+    """Aged crops of a dataset whose records carry an age and sex, split by the seeded
+    sex-and-age stratification of ``data.aged_films`` (the test part is never trained on)."""
+    from drustage.data.aged_films import AgedFilm, split_films
+    from drustage.training.classifier import build_aged_crops
+
+    films = [AgedFilm(r.image_id, dataset.path_of(r), r.sex, r.age_years) for r in dataset.records
+             if r.age_years is not None]
+    if not films:
+        raise CommandError(f"{dataset.root}: no radiograph has an age_years value (needed by --aged)")
+    return build_aged_crops(dataset, config, split_films(films, seed=config.seed), workers=args.workers,
+                            progress=not args.quiet)
 
 
 def _cmd_evaluate_classifier(args: argparse.Namespace) -> int:
@@ -227,8 +244,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         from drustage.data.annotations import read_boxes
 
         boxes = read_boxes(args.boxes)
+    patients = _patients(args, paths)
     reports, failures = predict_files(predictor, paths, args.out, gradcam=args.gradcam, progress=not args.quiet,
-                                      boxes=boxes, workers=args.workers)
+                                      boxes=boxes, workers=args.workers, patients=patients)
     for report in reports:
         r, u = report["radius"], report["ulna"]
         flag = "  REVIEW: " + "; ".join(report["review_reasons"]) if report["needs_review"] else ""
@@ -241,6 +259,71 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if failures:
         print(f"drustage: {len(failures)} of {len(paths)} input(s) failed", file=sys.stderr)
         return EXIT_ERROR
+    return 0
+
+
+def _patients(args: argparse.Namespace, paths: list[Path]) -> dict | None:
+    """Each input's sex and age for the plausibility checks: one --sex/--age for every input, or
+    a sheet's rows (file, age, sex), the sheet winning where it names the file."""
+    from drustage.growth import PatientInfo
+
+    patients = {}
+    if args.sex is not None or args.age is not None:
+        common = PatientInfo(args.sex, args.age)
+        patients = {path.name: common for path in paths}
+    if args.patients:
+        from drustage.data.aged_films import read_age_sheet
+
+        films, problems = read_age_sheet(args.patients)
+        for problem in problems:
+            print(f"drustage: warning: {problem}", file=sys.stderr)
+        patients.update({film.path.name: PatientInfo(film.sex, film.age_years) for film in films})
+    return patients or None
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    import json
+
+    from drustage.data.aged_films import read_age_sheet
+    from drustage.validation import readings_from_reports, write_validation
+
+    films, problems = read_age_sheet(args.sheet, args.images_root)
+    if not films:
+        raise CommandError(f"{args.sheet}: no usable rows" + (f" ({problems[0]})" if problems else ""))
+    if args.predictions:
+        folder = Path(args.predictions)
+        reports = []
+        for path in sorted(folder.glob("*.json")):
+            try:
+                report = json.loads(path.read_text())
+            except (OSError, ValueError) as error:
+                problems.append(f"{path}: not a prediction report ({error})")
+                continue
+            if isinstance(report, dict) and "radius" in report and "source" in report:
+                reports.append(report)
+        if not reports:
+            raise CommandError(f"{folder}: no prediction reports (*.json written by drustage predict)")
+    else:
+        from drustage.bundle import load_bundle
+        from drustage.growth import PatientInfo
+        from drustage.pipeline import Predictor, predict_files
+
+        predictor = Predictor(load_bundle(args.model), runtime=args.runtime)
+        readable = [f for f in films if f.path.is_file()]
+        problems += [f"{f.path}: image not found" for f in films if not f.path.is_file()]
+        reports, failures = predict_files(predictor, [f.path for f in readable], Path(args.out) / "predictions",
+                                          progress=not args.quiet, workers=args.workers,
+                                          patients={f.path.name: PatientInfo(f.sex, f.age_years) for f in readable})
+        problems += failures
+    readings, unmatched = readings_from_reports(reports, films)
+    metrics = write_validation(readings, problems + unmatched, args.out, title=Path(args.sheet).name)
+    for bone, by_sex in metrics["bones"].items():
+        for sex, m in by_sex.items():
+            spearman = "n/a" if m["spearman"] is None else f"{m['spearman']:.3f}"
+            print(f"{bone} {sex}: n={m['n']} spearman {spearman}, implausible {m['implausible']} "
+                  f"({m['implausible_unflagged']} not flagged)")
+    print(f"implausible readings without a review flag: {metrics['implausible_unflagged_films']} of "
+          f"{metrics['films']} films; wrote {args.out}/report.html")
     return 0
 
 
@@ -368,6 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--val-fraction", type=float, default=0.1, help="validation fraction of the training part")
     train.add_argument("--min-stage", help="leave out earlier stages, e.g. R5 (the paper's radius set)")
     train.add_argument("--per-class-cap", help="subsample classes, e.g. pre-peak=75,peak=75")
+    train.add_argument("--aged", help="dataset of real films with age_years, sex and boxes but no stages: "
+                                      "weak supervision from the growth table's stage distribution per age")
+    train.add_argument("--aged-weight", type=float, default=1.0, help="weight of the --aged films' loss")
     train.add_argument("--threads", type=int, help="torch CPU threads")
     train.add_argument("--workers", type=int, default=1, help="processes for crop extraction")
     train.add_argument("--quiet", action="store_true")
@@ -459,8 +545,24 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
                          help="run the networks with PyTorch, or ONNX Runtime (after drustage export-onnx)")
     predict.add_argument("--workers", type=int, default=1, help="processes, each with a share of the CPU threads")
+    predict.add_argument("--sex", help="the patient's sex (F or M), for the plausibility checks of every input")
+    predict.add_argument("--age", type=float, help="the patient's age in years (bone or chronological age)")
+    predict.add_argument("--patients", help="sheet with file, age (age_years or age_months) and sex per input")
     predict.add_argument("--quiet", action="store_true")
     predict.set_defaults(handler=_cmd_predict)
+
+    validate = sub.add_parser("validate", help="check a bundle's readings on real films against known ages")
+    validate.add_argument("--sheet", required=True,
+                          help="films with file, age (age_years, age_months or boneage_months) and sex")
+    validate.add_argument("--images-root", help="folder the sheet's files are relative to (default: its own)")
+    source = validate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--predictions", help="folder of drustage predict results (*.json)")
+    source.add_argument("--model", help="bundle to run on the sheet's films")
+    validate.add_argument("--out", required=True, help="folder for report.html, report.md, validation.json")
+    validate.add_argument("--runtime", choices=("torch", "onnx"), default="torch")
+    validate.add_argument("--workers", type=int, default=1)
+    validate.add_argument("--quiet", action="store_true")
+    validate.set_defaults(handler=_cmd_validate)
 
     experiments = sub.add_parser("experiments", help="the paper's classifier experiments over seeds, with a report")
     experiments.add_argument("--data", default="data/paper", help="phantom paper dataset (generated when absent)")

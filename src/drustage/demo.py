@@ -2,7 +2,10 @@
 
 When the shared real radiographs and the project's boxes on them (``annotations/real``) are both
 at hand, the detector also learns from the boxed real films, holding 40% of them out for its
-evaluation and for the real predictions shown.
+evaluation and for the real predictions shown. The shared films with a bone age are then boxed by
+that detector, and the classifiers learn from their training part as weak supervision (the stage
+distribution the growth table gives each age); the test part of ``annotations/real/
+maturity_split.csv`` is read by the finished bundle and checked as ``drustage validate`` does.
 
 Each step writes its outputs plus a ``.done.json`` holding the settings it ran with; a re-run
 skips a step whose settings are unchanged, so an interrupted demo resumes where it stopped.
@@ -36,6 +39,8 @@ class DemoConfig:
     predict_phantoms: int
     predict_real: int
     seed: int = 0
+    classifier_scheme: str = "stage"  # stages, the phase read from them (see the README's figures)
+    classifier_epoch_samples: int | None = None  # labelled crops per epoch (None: the balanced pool)
     detector_lr: float = 0.01  # the paper's SGD rate
     real_batch_share: float = 1 / 3  # of the detector's batches, when boxed real films are at hand
     real_test_fraction: float = 0.4
@@ -118,7 +123,7 @@ def run_demo(out: str | Path, quick: bool = False, real: Path | None = None, wor
     from drustage.models.detector import DetectorConfig
     from drustage.pipeline import Predictor, predict_files
     from drustage.synth.writer import SynthConfig, generate_dataset
-    from drustage.training.classifier import ClassifierConfig, train_classifier
+    from drustage.training.classifier import ClassifierConfig, build_aged_crops, train_classifier
     from drustage.training.checkpoint import load_checkpoint
     from drustage.training.detector import DetectorTrainConfig, evaluate_detector, held_out_ids, train_detector
 
@@ -163,19 +168,27 @@ def run_demo(out: str | Path, quick: bool = False, real: Path | None = None, wor
         _finish(out, "detector", settings)
         timings["detector"] = time.perf_counter() - t
 
-    classifier_settings = {
-        "radius": dict(bone="radius", scheme="phase4", net=config.radius_net, lr=1e-4),
-        # phase4 for the ulna too: the paper's phase3 has no pre-peak class, so a young child's ulna
-        # would be forced into peak or later (seen on the real radiographs).
-        "ulna": dict(bone="ulna", scheme="phase4", net=config.ulna_net, lr=1e-4),
-    }
-    for bone, chosen in classifier_settings.items():
-        classifier_config = ClassifierConfig(epochs=config.classifier_epochs, augment=config.classifier_augment,
-                                             test_fraction=0.2, val_fraction=0.15, seed=config.seed, **chosen)
-        settings = {"phantoms": config.phantoms, **classifier_config.to_dict()}
+    aged_dataset, aged_splits = None, {}
+    if real is not None and real.is_dir():
+        t = time.perf_counter()
+        aged_dataset, aged_splits = prepare_aged(out, real, log)
+        timings["aged"] = time.perf_counter() - t
+
+    # the paper's phase3 has no pre-peak class, so a young child's ulna would be forced into peak
+    # or later (seen on the real radiographs): every scheme here covers all stages
+    classifier_settings = {"radius": config.radius_net, "ulna": config.ulna_net}
+    for bone, net in classifier_settings.items():
+        classifier_config = ClassifierConfig(bone=bone, scheme=config.classifier_scheme, net=net, lr=1e-4,
+                                             epochs=config.classifier_epochs, augment=config.classifier_augment,
+                                             epoch_samples=config.classifier_epoch_samples,
+                                             test_fraction=0.2, val_fraction=0.15, seed=config.seed)
+        settings = {"phantoms": config.phantoms, **classifier_config.to_dict(),
+                    "aged": None if aged_dataset is None else json.loads((out / "aged" / ".done.json").read_text())}
         if _step(out, bone, settings, log):
             t = time.perf_counter()
-            train_classifier(dataset, classifier_config, out / bone, workers=workers)
+            aged = None if aged_dataset is None else build_aged_crops(aged_dataset, classifier_config, aged_splits,
+                                                                      workers=workers)
+            train_classifier(dataset, classifier_config, out / bone, workers=workers, aged=aged)
             _finish(out, bone, settings)
             timings[bone] = time.perf_counter() - t
 
@@ -203,10 +216,59 @@ def run_demo(out: str | Path, quick: bool = False, real: Path | None = None, wor
         real_reports, real_failures = predict_files(predictor, images[::step][: config.predict_real],
                                                     out / "predictions/real", gradcam=True)
     timings["predict"] = time.perf_counter() - t
+    validation = None
+    if aged_dataset is not None:
+        t = time.perf_counter()
+        validation = validate_aged_test(predictor, aged_dataset, aged_splits, out, workers)
+        timings["validate"] = time.perf_counter() - t
     truth = {dataset.path_of(r).name: r for r in dataset.records}
     report = write_report(out, config, detector_metrics, real_metrics, phantom_reports, real_reports, real_failures,
-                          truth, time.perf_counter() - started, timings, quick)
+                          truth, time.perf_counter() - started, timings, quick, validation)
     return report
+
+
+def prepare_aged(out: Path, real: Path, log=print):
+    """The shared films with a bone age, boxed by the demo's detector, and their split by image id."""
+    from drustage.data.aged_films import default_split_file, read_split, shared_aged_films
+    from drustage.data.layout import read_dataset
+    from drustage.pipeline import file_sha256
+    from drustage.training.aged import detect_aged_films, image_id_splits
+
+    films = shared_aged_films(real)
+    split_file = default_split_file()
+    settings = {"films": len(films), "split_sha256": file_sha256(split_file),
+                "detector_sha256": file_sha256(out / "detector" / "detector.pt")}
+    if _step(out, "aged", settings, log):
+        _, problems = detect_aged_films(out / "detector" / "detector.pt", films, out / "aged")
+        for problem in problems:
+            log(f"[aged] skipped: {problem}")
+        _finish(out, "aged", settings)
+    dataset = read_dataset(out / "aged")
+    splits = image_id_splits(dataset, read_split(split_file))
+    boxed = {part: sum(1 for r in dataset.records if r.boxes and splits.get(r.image_id) == part)
+             for part in ("train", "validation")}
+    if min(boxed.values()) < MIN_REAL_FILMS:
+        log(f"[aged] the detector boxed {boxed['train']} training and {boxed['validation']} validation films "
+            f"(at least {MIN_REAL_FILMS} each needed): the classifiers learn from phantoms only")
+        return None, {}
+    return dataset, splits
+
+
+def validate_aged_test(predictor, aged_dataset, splits: dict[str, str], out: Path, workers: int) -> dict:
+    """The bundle read on the aged test films (never trained on), checked against their ages."""
+    from drustage.data.aged_films import AgedFilm
+    from drustage.growth import PatientInfo
+    from drustage.pipeline import predict_files
+    from drustage.validation import readings_from_reports, write_validation
+
+    test = [r for r in aged_dataset.records if splits.get(r.image_id) == "test"]
+    films = [AgedFilm(r.image_id, aged_dataset.path_of(r), r.sex, r.age_years) for r in test]
+    patients = {f.path.name: PatientInfo(f.sex, f.age_years) for f in films}
+    reports, failures = predict_files(predictor, [f.path for f in films], out / "predictions" / "aged_test",
+                                      patients=patients, workers=min(workers, 2))
+    readings, problems = readings_from_reports(reports, films)
+    return write_validation(readings, failures + problems, out / "validation_real",
+                            title="held-out real films (demo bundle)")
 
 
 def _img(path: str, caption: str) -> str:
@@ -227,18 +289,33 @@ def _detector_table(metrics: dict) -> str:
 
 def write_report(out: Path, config: DemoConfig, detector_metrics: dict, real_metrics: dict | None,
                  phantom_reports: list[dict], real_reports: list[dict], real_failures: list[str], truth: dict,
-                 seconds: float, timings: dict[str, float], quick: bool) -> Path:
+                 seconds: float, timings: dict[str, float], quick: bool, validation: dict | None = None) -> Path:
     """``report.html``: metrics, confusion matrices, learning curves and example overlays."""
     from drustage.stages import get_scheme
+    from drustage.validation import validation_html
 
     classifier_rows = []
     for bone in ("radius", "ulna"):
         m = json.loads((out / bone / "metrics.json").read_text())["test"]
         low, high = m["accuracy_ci95"]
+        phase = m.get("phase")
+        phase_text = f"{phase['accuracy']:.1%} (ECE {phase['ece']:.3f})" if phase else "—"
         classifier_rows.append(
             f"<tr><td>{bone}</td><td>{html.escape(', '.join(m['classes']))}</td><td>{m['n']}</td>"
             f"<td>{m['accuracy']:.1%} ({low:.1%}–{high:.1%})</td><td>{m['within_one_accuracy']:.1%}</td>"
-            f"<td>{m['kappa']:.3f}</td><td>{m['kappa_quadratic']:.3f}</td></tr>")
+            f"<td>{m['kappa']:.3f}</td><td>{m['kappa_quadratic']:.3f}</td><td>{m['ece']:.3f}</td>"
+            f"<td>{phase_text}</td></tr>")
+    if validation is not None:
+        real_maturity = ("<h2>Maturity on held-out real films (bone age known, stages unknown)</h2>"
+                         "<p class='note'>The test part of annotations/real/maturity_split.csv: films the classifiers "
+                         "never trained on, read by the demo's bundle with each patient's sex and bone age given, "
+                         "checked as <code>drustage validate</code> does.</p>"
+                         + validation_html(validation, prefix="validation_real/"))
+    else:
+        real_maturity = ("<h2>Maturity on real films: unchecked</h2><p class='note'>No real films with a known age "
+                         "were at hand (../shared/data/real): the classifiers learned from phantoms alone and their "
+                         "readings on real radiographs are unchecked. Check a bundle on your own films with "
+                         "<code>drustage validate</code> before using it.</p>")
     phantom_rows = []
     for report in phantom_reports:
         record = truth.get(report["source"])
@@ -285,7 +362,7 @@ Total {seconds:.0f} s ({html.escape(timing_text)}).</p>
 {real_detector_section}
 <h2>Classifiers (held-out phantoms)</h2>
 <table><tr><th>bone</th><th>classes</th><th>n</th><th>accuracy (95% CI)</th><th>within one</th><th>kappa</th>
-<th>quadratic kappa</th></tr>{''.join(classifier_rows)}</table>
+<th>quadratic kappa</th><th>ECE</th><th>phase accuracy (ECE)</th></tr>{''.join(classifier_rows)}</table>
 {_img('radius/confusion.png', 'radius confusion matrix')}{_img('ulna/confusion.png', 'ulna confusion matrix')}
 {_img('radius/curves.png', 'radius learning curves')}{_img('ulna/curves.png', 'ulna learning curves')}
 <h2>Predictions on held-out phantoms</h2>
@@ -296,6 +373,7 @@ Total {seconds:.0f} s ({html.escape(timing_text)}).</p>
 <p class="note">{len(real_reports)} real radiograph(s) from the shared folder{real_choice} (no stages exist for
 them); {len(real_failures)} failed to load.</p>
 {''.join(real_overlays) or '<p>No real radiographs found.</p>'}
+{real_maturity}
 </body></html>
 """
     path = out / "report.html"

@@ -97,3 +97,51 @@ def write_learning_curves(history: list[dict], png: str | Path, csv: str | Path,
     with atomic_path(png) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def expected_calibration_error(confidence, correct, bins: int = 15) -> float:
+    """ECE: the confidence-weighted gap between confidence and accuracy over equal-width bins."""
+    confidence, correct = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
+    if len(confidence) == 0:
+        return float("nan")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    gap = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            gap += members.mean() * abs(confidence[members].mean() - correct[members].mean())
+    return float(gap)
+
+
+def reliability_table(confidence, correct, bins: int = 10) -> list[dict]:
+    """Per confidence bin: count, mean confidence and accuracy (the reliability diagram's points)."""
+    confidence, correct = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            rows.append({"low": float(edges[b]), "high": float(edges[b + 1]), "n": int(members.sum()),
+                         "confidence": float(confidence[members].mean()), "accuracy": float(correct[members].mean())})
+    return rows
+
+
+def plot_reliability(curves: dict[str, list[dict]], path: str | Path, title: str) -> Path:
+    """Reliability diagram: accuracy against confidence per bin, one line per named curve."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(4.6, 4.4), dpi=110)
+    ax.plot([0, 1], [0, 1], color="#999", linestyle="--", linewidth=1, label="calibrated")
+    for name, rows in curves.items():
+        if rows:
+            ax.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], marker="o", label=name)
+    ax.set(xlabel="confidence", ylabel="share right", xlim=(0, 1), ylim=(0, 1.02), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path

@@ -1,8 +1,13 @@
 """Predictor: radiograph -> detect radius and ulna -> crop -> classify -> StageReport.
 
-A missing bone, a box the detector is unsure of, low classification confidence or a failed side
-inference is flagged for human review rather than guessed. Reports carry no DICOM header content
-beyond geometry.
+A missing bone, a box the detector is unsure of, low classification confidence, a failed side
+inference, a reading implausible for the patient's age and sex (when given) or radius and ulna
+readings further apart than the growth table allows are flagged for human review rather than
+guessed. Reports carry no DICOM header content beyond geometry; the patient's sex and age are used
+for the checks and never written.
+
+With a ``stage`` scheme the phase is read first (the classes' probabilities summed per phase) and
+the stage is the most probable one inside that phase, so stage, phase and guidance always agree.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ import torch
 
 from drustage.bundle import Bundle
 from drustage.data.crops import crop_region, needs_mirror
+from drustage.growth import PatientInfo, discordance, implausible_for_age, mean_age_at
 from drustage.imaging import Radiograph
-from drustage.stages import BONES, bracing_guidance
+from drustage.stages import BONES, PHASES, ClassScheme, Stage, bracing_guidance
 
 REPORT_VERSION = 1
 
@@ -33,7 +39,9 @@ class BoneResult:
     probabilities: dict[str, float] = field(default_factory=dict)
     prediction: str | None = None  # class name under the scheme (a stage or a phase)
     phase: str | None = None
-    confidence: float | None = None
+    confidence: float | None = None  # calibrated probability of the prediction
+    phase_confidence: float | None = None  # of the phase (its classes' probabilities summed)
+    expected_stage: float | None = None  # probability-weighted stage (stage scheme): a maturity score
 
 
 @dataclass
@@ -145,13 +153,15 @@ class Predictor:
         return {bone: self.classifiers[bone].probabilities(crop[None])[0] for bone, crop in crops.items()}
 
     def predict(self, radiograph: Radiograph, input_sha256: str = "",
-                boxes: dict[str, tuple[float, float, float, float]] | None = None) -> StageReport:
-        """Detect (or take the ``boxes`` given, e.g. drawn by a reader), crop, classify, advise."""
-        return self.predict_with_crops(radiograph, input_sha256, boxes)[0]
+                boxes: dict[str, tuple[float, float, float, float]] | None = None,
+                patient: PatientInfo | None = None) -> StageReport:
+        """Detect (or take the ``boxes`` given, e.g. drawn by a reader), crop, classify, check
+        against the patient's age and sex when given, advise."""
+        return self.predict_with_crops(radiograph, input_sha256, boxes, patient)[0]
 
     def predict_with_crops(self, radiograph: Radiograph, input_sha256: str = "",
-                           boxes: dict[str, tuple[float, float, float, float]] | None = None
-                           ) -> tuple[StageReport, dict[str, np.ndarray]]:
+                           boxes: dict[str, tuple[float, float, float, float]] | None = None,
+                           patient: PatientInfo | None = None) -> tuple[StageReport, dict[str, np.ndarray]]:
         """``predict``, also returning the classifier crops (for overlays and Grad-CAM)."""
         image = radiograph.image
         detections = self.detector(image) if boxes is None else {}
@@ -182,16 +192,20 @@ class Predictor:
                 if detection is not None and detection.score < self.review_detection_score:
                     reasons.append(f"{bone} box uncertain (detection score {detection.score:.3f} is below "
                                    f"{self.review_detection_score:.2f}): check it lies on the {bone}")
-                p = probabilities[bone]
-                best = int(p.argmax())
-                result.probabilities = {name: round(float(v), 4) for name, v in zip(scheme.classes, p)}
-                result.prediction = scheme.classes[best]
-                result.phase = scheme.phase_of_class(best)
-                result.confidence = round(float(p[best]), 4)
-                if result.confidence < self.min_confidence:
-                    reasons.append(f"{bone} classification confidence {result.confidence:.2f} is below "
+                read_probabilities(result, scheme, probabilities[bone])
+                if result.phase_confidence < self.min_confidence:
+                    reasons.append(f"{bone} classification confidence {result.phase_confidence:.2f} is below "
                                    f"{self.min_confidence:.2f}")
+                if patient is not None and patient.age_years is not None:
+                    reason = implausible_reading(scheme, result.prediction, patient)
+                    if reason:
+                        reasons.append(f"{bone} implausible for the patient's age: {reason}")
             results[bone] = result
+        if results["radius"].scheme == results["ulna"].scheme == "stage" and all(r.prediction for r in results.values()):
+            reason = discordance(Stage("radius", int(results["radius"].prediction[1:])),
+                                 Stage("ulna", int(results["ulna"].prediction[1:])))
+            if reason:
+                reasons.append(reason)
         guidance = None
         if results["radius"].phase and results["ulna"].phase:
             guidance = bracing_guidance(_stage_or_phase(results["radius"]), _stage_or_phase(results["ulna"])).to_dict()
@@ -202,6 +216,34 @@ class Predictor:
             ulna=results["ulna"], guidance=guidance, needs_review=bool(reasons), review_reasons=reasons,
             model_fingerprint=self.bundle.fingerprint,
         ), crops
+
+
+def read_probabilities(result: BoneResult, scheme: ClassScheme, p: np.ndarray) -> None:
+    """Fill a bone's reading from its class probabilities: the most probable phase, then the most
+    probable class inside it."""
+    phase_of = np.array(scheme.phase_indices())
+    phase_p = np.bincount(phase_of, weights=p, minlength=len(PHASES))
+    phase = int(phase_p.argmax())
+    members = np.flatnonzero(phase_of == phase)
+    best = int(members[p[members].argmax()])
+    result.probabilities = {name: round(float(v), 4) for name, v in zip(scheme.classes, p)}
+    result.prediction = scheme.classes[best]
+    result.phase = PHASES[phase]
+    result.confidence = round(float(p[best]), 4)
+    result.phase_confidence = round(float(phase_p[phase]), 4)
+    if scheme.name == "stage":
+        result.expected_stage = round(float(p @ np.arange(1, len(p) + 1)), 3)
+
+
+def implausible_reading(scheme: ClassScheme, prediction: str, patient: PatientInfo) -> str | None:
+    """Why a class reading is implausible for the patient: every stage it stands for is (the
+    reason given is that of its stage nearest the patient's age)."""
+    stages = scheme.stages_of(scheme.classes.index(prediction))
+    reasons = [implausible_for_age(stage, patient.age_years, patient.sex) for stage in stages]
+    if not reasons or not all(reasons):
+        return None
+    nearest = min(range(len(stages)), key=lambda i: abs(mean_age_at(stages[i], patient.sex) - patient.age_years))
+    return reasons[nearest] if len(stages) == 1 else f"{prediction} ({stages[0]}-{stages[-1]}): {reasons[nearest]}"
 
 
 def _stage_or_phase(result: BoneResult) -> str:
@@ -232,7 +274,7 @@ def _unique_stems(paths: list[Path]) -> list[str]:
 
 
 def predict_file(predictor: Predictor, path: Path, stem: str, out: Path, gradcam: bool = False,
-                 given: dict | None = None) -> dict:
+                 given: dict | None = None, patient: PatientInfo | None = None) -> dict:
     """Predict one radiograph and write ``<stem>.json`` and ``<stem>.overlay.png`` atomically;
     raises ``ValueError`` naming the file when it cannot be read."""
     import json
@@ -243,7 +285,7 @@ def predict_file(predictor: Predictor, path: Path, stem: str, out: Path, gradcam
     from drustage.viz import render_overlay
 
     radiograph = load_radiograph(path)
-    result, crops = predictor.predict_with_crops(radiograph, file_sha256(path), given)
+    result, crops = predictor.predict_with_crops(radiograph, file_sha256(path), given, patient)
     report = result.to_dict()
     heatmaps = None
     if gradcam:
@@ -274,11 +316,12 @@ def _worker_task(task) -> dict | str:
 
 
 def predict_files(predictor: Predictor, paths: list[Path], out: str | Path, gradcam: bool = False,
-                  progress: bool = True, boxes: dict | None = None, workers: int = 1) -> tuple[list[dict], list[str]]:
+                  progress: bool = True, boxes: dict | None = None, workers: int = 1,
+                  patients: dict[str, PatientInfo] | None = None) -> tuple[list[dict], list[str]]:
     """Per radiograph ``<stem>.json`` and ``<stem>.overlay.png`` in ``out``, and ``summary.csv``.
 
     ``boxes`` (``{file name: {bone: box}}``, from ``read_boxes``) replaces detection for the
-    files it names. ``workers`` > 1 runs that many processes, each with its own copy of the
+    files it names; ``patients`` (``{file name: PatientInfo}``) adds the age checks. ``workers`` > 1 runs that many processes, each with its own copy of the
     models and an equal share of the CPU threads. Bad files are reported and skipped; returns
     (reports in input order, one-line failures).
     """
@@ -300,7 +343,7 @@ def predict_files(predictor: Predictor, paths: list[Path], out: str | Path, grad
         if boxes is not None and given is None:
             failures.append(f"{path}: no boxes given for this file")
             continue
-        tasks.append((path, stem, out, gradcam, given))
+        tasks.append((path, stem, out, gradcam, given, (patients or {}).get(path.name)))
     bar = tqdm(total=len(tasks), desc="predict", unit="img", disable=not progress or len(tasks) < 2)
     outcomes: list[dict | str] = []
     if workers > 1 and len(tasks) > 1:

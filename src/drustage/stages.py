@@ -183,6 +183,10 @@ class ClassScheme:
             raise AssertionError(f"class {self.classes[class_index]} spans phases {phases}")
         return phases.pop()
 
+    def phase_indices(self) -> tuple[int, ...]:
+        """Index in ``PHASES`` of each class's phase (to sum class probabilities into phases)."""
+        return tuple(PHASES.index(self.phase_of_class(c)) for c in range(self.num_classes))
+
     def to_dict(self) -> dict:
         return {"name": self.name, "bone": self.bone, "classes": list(self.classes)}
 

@@ -194,8 +194,9 @@ def render_overlay(image: np.ndarray, report: dict, crops: dict[str, np.ndarray]
             panel.paste(tile, (12, y))
             source = ("box given" if result["detection_score"] is None
                       else f"detector: {result['detection_score']:.2f}")
-            lines = [bone.upper(), f"{result['prediction']}", f"phase: {result['phase']}",
-                     f"confidence: {result['confidence']:.0%}", source]
+            phase_confidence = result.get("phase_confidence") or result["confidence"]
+            lines = [bone.upper(), f"{result['prediction']} ({result['confidence']:.0%})",
+                     f"phase: {result['phase']} ({phase_confidence:.0%})", source]
             for k, line in enumerate(lines):
                 pdraw.text((216, y + 4 + 26 * k), line, fill=colour if k == 0 else (230, 230, 230), font=_font(18))
             top = sorted(result["probabilities"].items(), key=lambda kv: -kv[1])[:4]

@@ -50,6 +50,27 @@ def test_prediction_equals_the_library_result(client, trained):
     assert client.get(body["links"]["self"]).json()["radius"] == body["radius"]
 
 
+def test_the_patients_sex_and_age_check_the_reading_and_are_not_echoed(client, trained):
+    path = _phantom(trained, "old")  # read mature by the test bundle
+    plain = _post(client, path).json()
+    assert plain["radius"]["phase"] == "mature"
+    with open(path, "rb") as handle:
+        response = client.post("/v1/predictions", files={"file": ("x.png", handle, "application/octet-stream")},
+                               data={"sex": "F", "age_years": "5"})
+    assert response.status_code == 201
+    reasons = response.json()["review_reasons"]
+    assert any("radius implausible for the patient's age" in r for r in reasons)
+    assert "age_years" not in response.text and '"sex"' not in response.text
+    with open(path, "rb") as handle:
+        older = client.post("/v1/predictions", files={"file": ("x.png", handle, "application/octet-stream")},
+                            data={"sex": "F", "age_years": "18"}).json()
+    assert not any("implausible" in r for r in older["review_reasons"])
+    with open(path, "rb") as handle:
+        bad = client.post("/v1/predictions", files={"file": ("x.png", handle, "application/octet-stream")},
+                          data={"sex": "unknown-value"})
+    assert bad.status_code == 422 and "sex must be F or M" in bad.text
+
+
 def test_result_images(client, trained):
     body = _post(client, _phantom(trained)).json()
     image = Image.open(io.BytesIO(client.get(body["links"]["image"]).content))

@@ -33,6 +33,16 @@ def _percent(style: str) -> float:
     return float(style.rstrip("%"))
 
 
+def test_the_patients_age_on_the_page_flags_an_implausible_reading(page, trained):
+    root, _ = trained
+    path = sorted((root / "old" / "images").glob("*.png"))[1]  # read mature by the test bundle
+    page.select_option("#sex", "F")
+    page.fill("#age", "5")
+    page.set_input_files("#file", str(path))
+    page.wait_for_selector("#review:not([hidden])")
+    assert "implausible for the patient's age" in page.locator("#review").inner_text()
+
+
 def test_result_page_shows_the_boxes_and_stages(page, trained):
     root, bundle = trained
     path = sorted((root / "old" / "images").glob("*.png"))[1]

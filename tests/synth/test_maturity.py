@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from drustage.synth.maturity import StageQuota, continuous_stage, sample_cohort
+from drustage.growth import continuous_stage
+from drustage.synth.maturity import StageQuota, sample_cohort
 from drustage.synth.writer import PAPER_QUOTAS
 
 

@@ -24,8 +24,9 @@ class StageClassifier(nn.Module):
     """Convs (same padding, ReLU, 2x2 max-pool each), then FC layers with optional dropout.
 
     Input ``(N, 1, H, W)`` float in [0, 1] (default 128x96), standardised per crop when
-    ``standardize``; output logits ``(N, num_classes)``. Weights are Xavier-uniform and biases
-    zero, as in the paper.
+    ``standardize``; output logits ``(N, num_classes)``, divided by ``temperature`` (1 until a
+    calibration sets it, see ``training.classifier.fit_temperature``), so every runtime and export
+    gives calibrated probabilities. Weights are Xavier-uniform and biases zero, as in the paper.
     """
 
     def __init__(self, spec: NetSpec, num_classes: int, dropout: float = 0.5,
@@ -57,10 +58,12 @@ class StageClassifier(nn.Module):
         self.input_size = input_size
         # parameter-free, so checkpoints with and without it share their state-dict keys
         self.normalize = InstanceStandardize() if standardize else nn.Identity()
+        # not in the state dict: checkpoints record it as plain data beside the weights
+        self.register_buffer("temperature", torch.ones(()), persistent=False)
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(self.normalize(x)))
+        return self.head(self.features(self.normalize(x))) / self.temperature

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from fastapi import Body, FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import Body, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -109,9 +109,9 @@ class Engine:
         self.results: OrderedDict[str, StoredResult] = OrderedDict()
         self.results_lock = threading.Lock()
 
-    def predict(self, radiograph: Radiograph, sha256: str) -> tuple[str, dict]:
+    def predict(self, radiograph: Radiograph, sha256: str, patient=None) -> tuple[str, dict]:
         with self.slots:
-            result, crops = self.predictor.predict_with_crops(radiograph, sha256)
+            result, crops = self.predictor.predict_with_crops(radiograph, sha256, patient=patient)
         report = result.to_dict()
         report["source"] = UPLOAD_NAME
         display, scale = display_image(radiograph.image)
@@ -212,9 +212,18 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 "versions": manifest.get("versions", {})}
 
     @app.post("/v1/predictions", status_code=201)
-    async def create_prediction(file: UploadFile = File(..., description="PNG, JPEG, TIFF or DICOM radiograph")):
+    async def create_prediction(file: UploadFile = File(..., description="PNG, JPEG, TIFF or DICOM radiograph"),
+                                sex: str | None = Form(None, description="F or M: checks the reading's plausibility"),
+                                age_years: float | None = Form(None, description="age (bone or chronological)")):
+        from drustage.growth import PatientInfo
+
+        try:
+            patient = PatientInfo(sex, age_years)
+        except ValueError as error:
+            raise HTTPException(422, str(error)) from None
         radiograph, sha256 = await run_in_threadpool(_load_upload, file.file, config.max_upload_bytes)
-        result_id, report = await run_in_threadpool(engine.predict, radiograph, sha256)
+        result_id, report = await run_in_threadpool(engine.predict, radiograph, sha256,
+                                                    patient if patient.known else None)
         return {"id": result_id, "links": _links(result_id), **report}
 
     @app.get("/v1/predictions/{result_id}")

@@ -2,9 +2,8 @@
 
 A latent skeletal maturity ``z`` (a bone age in years) is drawn from age and sex; each bone's
 continuous stage is read from ``z`` plus a small bone-specific deviation, so radius and ulna
-stages are strongly but not perfectly correlated, as in real children. The anchor ages follow
-the growth table (mean ages R7 11.4 y, R10 15.6 y, U5 11.0 y, U9 17.3 y; about 1.1 y between
-early stages).
+stages are strongly but not perfectly correlated, as in real children. Stages are read from the
+age-per-stage table of ``drustage.growth`` on its girls' scale (the sex shift below moves boys).
 """
 
 from __future__ import annotations
@@ -13,13 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from drustage.stages import N_STAGES, Bone, Stage
+from drustage.growth import age_at_continuous_stage, continuous_stage
+from drustage.stages import Bone, Stage
 
-# Age (bone-age years) at the middle of each stage; a continuous stage k + 0.5 sits there.
-_STAGE_MID_AGE: dict[Bone, tuple[float, ...]] = {
-    "radius": (4.8, 5.9, 7.0, 8.1, 9.2, 10.3, 11.4, 12.8, 14.2, 15.6, 17.2),
-    "ulna": (6.6, 7.7, 8.8, 9.9, 11.0, 12.5, 14.0, 15.5, 17.3),
-}
 # Girls mature earlier than boys for the same chronological age.
 _SEX_SHIFT_YEARS = {"F": 0.6, "M": -0.5}
 _INDIVIDUAL_SD_YEARS = 0.7  # spread of bone age around chronological age
@@ -42,27 +37,6 @@ class Subject:
         return Stage("ulna", int(self.ulna_maturity))
 
 
-def continuous_stage(bone: Bone, bone_age: float) -> float:
-    """Continuous stage (``k + fraction``) of a bone at a bone age, clipped to the scale."""
-    mids = np.asarray(_STAGE_MID_AGE[bone])
-    stages = np.arange(1, len(mids) + 1) + 0.5
-    # Extrapolate linearly with the end intervals so the extremes are not piled up on one value.
-    if bone_age < mids[0]:
-        value = stages[0] + (bone_age - mids[0]) / (mids[1] - mids[0])
-    elif bone_age > mids[-1]:
-        value = stages[-1] + (bone_age - mids[-1]) / (mids[-1] - mids[-2])
-    else:
-        value = float(np.interp(bone_age, mids, stages))
-    return float(np.clip(value, 1.0, N_STAGES[bone] + 0.999))
-
-
-def bone_age_at(bone: Bone, stage_value: float) -> float:
-    """Inverse of ``continuous_stage`` inside the anchored range (for sampling by stage)."""
-    mids = np.asarray(_STAGE_MID_AGE[bone])
-    stages = np.arange(1, len(mids) + 1) + 0.5
-    return float(np.interp(stage_value, stages, mids))
-
-
 def sample_subject(rng: np.random.Generator, age_range: tuple[float, float]) -> Subject:
     sex = "F" if rng.random() < 0.5 else "M"
     age = float(rng.uniform(*age_range))
@@ -78,7 +52,8 @@ def sample_subject(rng: np.random.Generator, age_range: tuple[float, float]) -> 
 def bone_age_of(subject: Subject) -> float:
     """The latent bone age implied by the subject's stages (mean of both bones)."""
     return 0.5 * (
-        bone_age_at("radius", subject.radius_maturity) + bone_age_at("ulna", subject.ulna_maturity)
+        age_at_continuous_stage("radius", subject.radius_maturity)
+        + age_at_continuous_stage("ulna", subject.ulna_maturity)
     )
 
 

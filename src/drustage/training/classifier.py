@@ -3,6 +3,13 @@
 Stratified hold-out (fixed count or fraction per class), validation carved from training for
 model selection, optional oversampling of minority classes, on-the-fly translation/scaling
 augmentation with an epoch-size factor, Adam or SGD, and one final test evaluation.
+
+Real films without stage labels but with a known age and sex can join the training as weak
+supervision (``AgedCrops``): their target is the stage distribution the growth table gives for
+that age (``growth.stage_distribution``), learnt with a soft cross-entropy beside the labelled
+crops' hard one, so the labels keep the stages' meaning while the real films teach what real
+bone looks like at each maturity. After model selection a temperature is fitted on the
+validation crops, so the probabilities a bundle reports are calibrated.
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ from torch.nn import functional as F
 from drustage.data.crops import CONTEXT, CROP_SIZE, extract_context_crops
 from drustage.data.layout import Dataset
 from drustage.data.splits import stratified_split
-from drustage.evaluation import classification_metrics, plot_confusion, write_learning_curves
+from drustage.evaluation import (classification_metrics, expected_calibration_error, plot_confusion,
+                                 write_learning_curves)
+from drustage.growth import stage_distribution
 from drustage.io_utils import atomic_write_text
 from drustage.models.classifier import StageClassifier
 from drustage.models.spec import parse_net_spec, preset_spec
@@ -53,6 +62,10 @@ class ClassifierConfig:
     test_fraction: float = 0.2  # used when test_per_class is None
     val_fraction: float = 0.1
     min_stage: str | None = None  # e.g. "R5": the paper's radius set has no R1-R4
+    aged_weight: float = 1.0  # weight of the aged films' soft loss against the labelled crops'
+    aged_batch: int = 16  # aged crops drawn beside each labelled batch
+    aged_spread: float = 0.8  # width (stages, one sd) of an aged film's target stage distribution
+    calibrate: bool = True  # fit a temperature on the validation crops after model selection
     per_class_cap: dict[str, int] | None = None  # subsample classes, e.g. the paper's set sizes
     threads: int | None = None
 
@@ -76,6 +89,8 @@ class ClassifierConfig:
         for name in ("lr", "batch_size", "epochs", "augment"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.aged_weight < 0 or self.aged_batch <= 0 or self.aged_spread <= 0:
+            raise ValueError("aged_weight must be >= 0, aged_batch and aged_spread positive")
         if self.epoch_samples is not None and self.epoch_samples <= 0:
             raise ValueError(f"epoch_samples must be positive, got {self.epoch_samples}")
         if self.min_stage is not None:
@@ -123,6 +138,94 @@ def build_crop_set(dataset: Dataset, config: ClassifierConfig, workers: int = 1,
         keep = np.sort(np.concatenate(chosen))
     tensor = torch.from_numpy(np.stack([arrays[i] for i in keep]))[:, None]
     return CropSet(tensor, labels_arr[keep], [ids[i] for i in keep], [stages[i] for i in keep], scheme)
+
+
+@dataclass
+class AgedCrops:
+    """Context crops of real films with an age and a sex but no stage, and their weak targets."""
+
+    crops: torch.Tensor  # (N, 1, 160, 120) float32
+    targets: torch.Tensor  # (N, C) class distributions implied by age and sex
+    ages: np.ndarray  # (N,) years
+    sexes: list[str | None]
+    image_ids: list[str]
+    splits: np.ndarray  # (N,) "train", "validation" or "test"
+
+    def part(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.splits == split)
+
+
+def class_distribution(scheme: ClassScheme, age: float, sex: str | None, spread: float) -> np.ndarray:
+    """The growth table's stage distribution for an age, summed into the scheme's classes (stages
+    the scheme leaves out drop out, the rest renormalised)."""
+    stages = stage_distribution(scheme.bone, age, sex, spread)
+    target = np.zeros(scheme.num_classes, dtype=np.float32)
+    for index, p in enumerate(stages):
+        cls = scheme.stage_to_class[index]
+        if cls is not None:
+            target[cls] += p
+    if target.sum() <= 0:  # all the mass on left-out stages: the nearest kept class
+        kept = [i for i, c in enumerate(scheme.stage_to_class) if c is not None]
+        nearest = min(kept, key=lambda i: abs(i - int(np.argmax(stages))))
+        target[scheme.stage_to_class[nearest]] = 1.0
+    return target / target.sum()
+
+
+def build_aged_crops(dataset: Dataset, config: ClassifierConfig, splits: dict[str, str], workers: int = 1,
+                     progress: bool = True) -> AgedCrops:
+    """Aged crops of ``config.bone`` from a dataset whose records carry ``age_years``, a sex and
+    boxes; ``splits`` maps image ids to train/validation/test (others are left out)."""
+    scheme = get_scheme(config.scheme, config.bone)
+    crops = extract_context_crops(dataset, workers=workers, progress=progress)
+    arrays, targets, ages, sexes, ids, parts = [], [], [], [], [], []
+    for record in dataset.records:
+        if record.age_years is None or record.image_id not in splits:
+            continue
+        if config.bone not in crops.get(record.image_id, {}):
+            continue
+        arrays.append(crops[record.image_id][config.bone])
+        targets.append(class_distribution(scheme, record.age_years, record.sex, config.aged_spread))
+        ages.append(record.age_years)
+        sexes.append(record.sex)
+        ids.append(record.image_id)
+        parts.append(splits[record.image_id])
+    if not arrays:
+        raise ValueError(f"{dataset.root}: no {config.bone} crops of films with an age")
+    return AgedCrops(torch.from_numpy(np.stack(arrays))[:, None], torch.from_numpy(np.stack(targets)),
+                     np.array(ages), sexes, ids, np.array(parts))
+
+
+def within_sex_spearman(scores: np.ndarray, ages: np.ndarray, sexes: list[str | None]) -> dict[str, float]:
+    """Spearman correlation of scores with age, per sex (F, M) with at least 5 films."""
+    from scipy.stats import spearmanr
+
+    result = {}
+    for sex in ("F", "M"):
+        members = np.array([s == sex for s in sexes])
+        if members.sum() >= 5 and np.ptp(scores[members]) > 0:
+            result[sex] = float(spearmanr(scores[members], ages[members]).statistic)
+    return result
+
+
+def expected_class(probabilities: np.ndarray) -> np.ndarray:
+    """The probability-weighted class index (classes are ordinal): a continuous maturity score."""
+    return probabilities @ np.arange(probabilities.shape[1], dtype=np.float64)
+
+
+def fit_temperature(logits: torch.Tensor, labels: np.ndarray) -> float:
+    """The temperature minimising the validation cross-entropy (Guo et al.'s scaling), in [0.05, 20]."""
+    log_t = torch.zeros((), requires_grad=True)
+    targets = torch.from_numpy(np.asarray(labels))
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), targets)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(np.clip(log_t.exp().item(), 0.05, 20.0))
 
 
 def window_batch(context: torch.Tensor, generator: torch.Generator | None, max_shift: float,
@@ -174,9 +277,15 @@ def _loss_and_accuracy(model, context, labels) -> tuple[float, float]:
 
 
 def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path, workers: int = 1,
-                     progress: bool = True, checkpoint: bool = True) -> dict:
-    """Train, select on validation, test once; write checkpoint (unless ``checkpoint`` is False),
-    metrics and plots to ``out``. ``metrics.json`` is written last: its presence marks a finished run."""
+                     progress: bool = True, checkpoint: bool = True, aged: AgedCrops | None = None) -> dict:
+    """Train, select on validation, calibrate, test once; write checkpoint (unless ``checkpoint``
+    is False), metrics and plots to ``out``. ``metrics.json`` is written last: its presence marks
+    a finished run.
+
+    With ``aged``, each labelled batch is joined by ``config.aged_batch`` aged training crops with
+    their soft targets, and model selection adds the aged validation films' Spearman correlation
+    of the expected class with age (mean over sexes) to the labelled validation accuracy. The
+    aged test films are never looked at here."""
     from tqdm import tqdm
 
     config.validate()
@@ -204,9 +313,14 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
     train_labels = data.labels[split.train]
     base = balanced_indices(train_labels, rng) if config.balance else np.arange(len(train_labels))
     augmenting = config.augment > 1
-    history, best = [], {"accuracy": -1.0, "loss": math.inf, "epoch": 0, "state": None}
+    history, best = [], {"score": -math.inf, "loss": math.inf, "epoch": 0, "state": None}
     validation_context = data.crops[split.validation] if len(split.validation) else data.crops[split.train]
     validation_labels = data.labels[split.validation] if len(split.validation) else train_labels
+    aged_train = aged_validation = None
+    if aged is not None:
+        aged_train, aged_validation = aged.part("train"), aged.part("validation")
+        if not len(aged_train) or not len(aged_validation):
+            raise ValueError("aged films need both training and validation films")
     for epoch in range(1, config.epochs + 1):
         model.train()
         pool = np.tile(base, config.augment)
@@ -223,6 +337,12 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
             targets = torch.from_numpy(data.labels[index])
             logits = model(windows)
             loss = F.cross_entropy(logits, targets)
+            if aged_train is not None:
+                picked = aged_train[rng.integers(0, len(aged_train), config.aged_batch)]
+                aged_windows = window_batch(aged.crops[picked], generator if augmenting else None, config.max_shift,
+                                            config.scale_range).contiguous(memory_format=torch.channels_last)
+                soft = -(aged.targets[picked] * F.log_softmax(model(aged_windows), 1)).sum(1).mean()
+                loss = loss + config.aged_weight * soft
             if not torch.isfinite(loss):
                 raise RuntimeError(f"non-finite loss {loss.item()} at epoch {epoch}; lower the learning rate")
             optimizer.zero_grad(set_to_none=True)
@@ -233,18 +353,27 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
         val_loss, val_accuracy = _loss_and_accuracy(model, validation_context, validation_labels)
         row = {"epoch": epoch, "train_loss": total_loss / len(order), "train_accuracy": total_correct / len(order),
                "val_loss": val_loss, "val_accuracy": val_accuracy}
+        score = val_accuracy
+        if aged is not None:
+            correlation = _aged_spearman(model, aged, aged_validation)
+            row["val_aged_spearman"] = float(np.mean(list(correlation.values()) or [0.0]))
+            score += row["val_aged_spearman"]
         history.append(row)
         if progress:
+            aged_text = f" spearman(aged) {row['val_aged_spearman']:.3f}" if aged is not None else ""
             print(f"epoch {epoch}: train loss {row['train_loss']:.3f} acc {row['train_accuracy']:.3f} | "
-                  f"val loss {val_loss:.3f} acc {val_accuracy:.3f}")
-        if (val_accuracy, -val_loss) > (best["accuracy"], -best["loss"]):
-            best = {"accuracy": val_accuracy, "loss": val_loss, "epoch": epoch,
+                  f"val loss {val_loss:.3f} acc {val_accuracy:.3f}{aged_text}")
+        if (score, -val_loss) > (best["score"], -best["loss"]):
+            best = {"score": score, "loss": val_loss, "epoch": epoch,
                     "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
 
     model.load_state_dict(best["state"])
-    predictions = predict_logits(model, data.crops[split.test]).argmax(1).numpy()
-    test_metrics = classification_metrics(data.labels[split.test], predictions, scheme.classes)
+    calibration = _calibrate(model, validation_context, validation_labels, config.calibrate)
+    test_probabilities = predict_logits(model, data.crops[split.test]).softmax(1).numpy()
+    test_metrics = probability_metrics(data.labels[split.test], test_probabilities, scheme)
     test_metrics["best_epoch"] = best["epoch"]
+    if aged is not None:
+        test_metrics["aged_validation_spearman"] = _aged_spearman(model, aged, aged_validation)
     title = f"{config.bone} {config.scheme} {config.net}"
     plot_confusion(test_metrics, out / "confusion.png", f"{title}: held-out test")
     write_learning_curves(history, out / "curves.png", out / "curves.csv", title)
@@ -253,14 +382,58 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
         save_checkpoint(
             out / "classifier.pt", "classifier", model.state_dict(),
             config=config.to_dict(), scheme=scheme.to_dict(), input_size=list(CROP_SIZE),
-            metrics=test_metrics, history=history,
+            metrics=test_metrics, history=history, calibration=calibration,
             data={"dataset": str(dataset.root.name), "class_counts": counts,
                   "split": {"train": len(split.train), "validation": len(split.validation), "test": len(split.test)},
-                  "test_ids": [data.image_ids[i] for i in split.test]},
+                  "test_ids": [data.image_ids[i] for i in split.test],
+                  **({} if aged is None else {"aged": {name: int((aged.splits == name).sum())
+                                                        for name in ("train", "validation", "test")},
+                                               "aged_test_ids": [aged.image_ids[i] for i in aged.part("test")]})},
         )
     atomic_write_text(out / "metrics.json", json.dumps({"config": config.to_dict(), "test": test_metrics,
-                                                        "class_counts": counts}, indent=2) + "\n")
+                                                        "calibration": calibration, "class_counts": counts},
+                                                       indent=2) + "\n")
     return test_metrics
+
+
+def _aged_spearman(model: nn.Module, aged: AgedCrops, index: np.ndarray) -> dict[str, float]:
+    probabilities = predict_logits(model, aged.crops[index]).softmax(1).numpy()
+    return within_sex_spearman(expected_class(probabilities), aged.ages[index], [aged.sexes[i] for i in index])
+
+
+def _calibrate(model: StageClassifier, context: torch.Tensor, labels: np.ndarray, enabled: bool) -> dict:
+    """Fit and set the model's temperature on validation crops; the ECE before and after."""
+    logits = predict_logits(model, context) * model.temperature  # undo any temperature already set
+    before = logits.softmax(1).numpy()
+    temperature = fit_temperature(logits, labels) if enabled else 1.0
+    model.temperature.fill_(temperature)
+    after = (logits / temperature).softmax(1).numpy()
+
+    def ece(p):
+        return expected_calibration_error(p.max(1), p.argmax(1) == labels)
+
+    return {"temperature": temperature, "fitted_on": "validation", "n": int(len(labels)),
+            "ece_before": ece(before), "ece_after": ece(after)}
+
+
+def probability_metrics(labels: np.ndarray, probabilities: np.ndarray, scheme: ClassScheme) -> dict:
+    """Classification metrics of the top class plus its expected calibration error; for a stage
+    scheme also the phase metrics, phases read as the most probable phase (class probabilities
+    summed) as the predictor reads them."""
+    from drustage.stages import PHASES
+
+    predictions = probabilities.argmax(1)
+    metrics = classification_metrics(labels, predictions, scheme.classes)
+    metrics["ece"] = expected_calibration_error(probabilities.max(1), predictions == labels)
+    if scheme.name == "stage":
+        to_phase = np.eye(len(PHASES))[list(scheme.phase_indices())]
+        phase_probabilities = probabilities @ to_phase
+        true_phase = to_phase[labels].argmax(1)
+        phase_metrics = classification_metrics(true_phase, phase_probabilities.argmax(1), PHASES)
+        phase_metrics["ece"] = expected_calibration_error(phase_probabilities.max(1),
+                                                          phase_probabilities.argmax(1) == true_phase)
+        metrics["phase"] = phase_metrics
+    return metrics
 
 
 def load_classifier(path: str | Path) -> tuple[StageClassifier, dict]:
@@ -278,7 +451,8 @@ def load_classifier(path: str | Path) -> tuple[StageClassifier, dict]:
                                 input_size=tuple(payload["input_size"]),
                                 standardize=config.get("standardize", False))
         model.load_state_dict(payload["state_dict"])
-    except (KeyError, ValueError, RuntimeError) as error:
+        model.temperature.fill_(float(payload.get("calibration", {}).get("temperature", 1.0)))
+    except (KeyError, ValueError, RuntimeError, TypeError) as error:
         message = str(error).strip().splitlines()[0]
         raise CheckpointError(f"{path}: checkpoint does not match this drustage ({message})") from None
     model.eval()
@@ -296,9 +470,9 @@ def evaluate_classifier(checkpoint: str | Path, dataset: Dataset, out: str | Pat
     test_ids = set(payload.get("data", {}).get("test_ids", []))
     if held_out_only and test_ids and test_ids & set(data.image_ids):
         index = np.array([i for i, image_id in enumerate(data.image_ids) if image_id in test_ids])
-    predictions = predict_logits(model, data.crops[index]).argmax(1).numpy()
+    probabilities = predict_logits(model, data.crops[index]).softmax(1).numpy()
     scheme = payload["scheme_object"]
-    metrics = classification_metrics(data.labels[index], predictions, scheme.classes)
+    metrics = probability_metrics(data.labels[index], probabilities, scheme)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plot_confusion(metrics, out / "confusion.png", f"{config.bone} {config.scheme}: {dataset.root.name}")

@@ -64,7 +64,7 @@ function renderBone(result, resultId) {
     crop,
     el("div", {},
       el("div", { class: "stage", "data-field": "prediction" }, result.prediction),
-      el("div", { "data-field": "phase" }, `phase: ${result.phase}`),
+      el("div", { "data-field": "phase" }, `phase: ${result.phase} (${pct(result.phase_confidence ?? result.confidence)})`),
       el("div", { "data-field": "confidence" }, `confidence ${pct(result.confidence)}`),
       el("div", { class: "meta" }, source)),
   );
@@ -133,6 +133,9 @@ async function upload(file) {
   status.textContent = `Reading ${file.name}…`;
   const form = new FormData();
   form.append("file", file);
+  // the patient's sex and age only check the reading's plausibility; the result does not carry them
+  if ($("sex").value) form.append("sex", $("sex").value);
+  if ($("age").value) form.append("age_years", $("age").value);
   const response = await fetch("/v1/predictions", { method: "POST", body: form });
   if (!response.ok) {
     status.className = "error";

@@ -1,0 +1,94 @@
+"""Classifier recipes measured on real films with a known bone age: prints a table.
+
+Reuses a finished demo folder (its phantoms, and its real films with a bone age boxed by its
+detector, ``DEMO/aged``) and trains each recipe's radius and ulna classifiers on them. Each is
+scored on the real validation and test films of ``annotations/real/maturity_split.csv`` (recipes
+are chosen on validation; test is shown for the record) and on the held-out phantoms:
+
+    python bench/real_maturity.py runs/demo --recipes phantoms weak --out runs/recipes
+
+Figures per bone: Spearman of the expected stage with bone age (girls / boys), the share of
+readings implausible for the age (before any review flag), phantom phase accuracy and ECE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+RECIPES = {
+    # name: ClassifierConfig overrides, and whether the aged films join training
+    "phantoms": ({}, False),
+    "weak": ({}, True),
+    "weak-heavy": ({"aged_weight": 3.0}, True),
+    "weak-narrow": ({"aged_spread": 0.5}, True),
+    "weak-wide": ({"aged_spread": 1.2}, True),
+}
+
+
+def score(checkpoint: Path, aged, index: np.ndarray) -> dict:
+    from drustage.growth import PatientInfo
+    from drustage.pipeline import BoneResult, implausible_reading, read_probabilities
+    from drustage.training.classifier import expected_class, load_classifier, predict_logits, within_sex_spearman
+
+    model, payload = load_classifier(checkpoint)
+    scheme = payload["scheme_object"]
+    probabilities = predict_logits(model, aged.crops[index]).softmax(1).numpy()
+    spearman = within_sex_spearman(expected_class(probabilities), aged.ages[index], [aged.sexes[i] for i in index])
+    implausible = []
+    for p, i in zip(probabilities, index):  # read as the predictor reads: phase first, then its best stage
+        result = BoneResult(scheme.bone, True, None, None, "given", scheme.name)
+        read_probabilities(result, scheme, p)
+        implausible.append(implausible_reading(scheme, result.prediction, PatientInfo(aged.sexes[i], aged.ages[i])))
+    return {"spearman": spearman, "implausible": float(np.mean([r is not None for r in implausible]))}
+
+
+def main() -> None:
+    from drustage.data.aged_films import default_split_file, read_split
+    from drustage.data.layout import read_dataset
+    from drustage.training.aged import image_id_splits
+    from drustage.training.classifier import ClassifierConfig, build_aged_crops, train_classifier
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("demo", help="a finished drustage demo folder (with phantoms/ and aged/)")
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--out", default="runs/recipes")
+    parser.add_argument("--epochs", type=int, help="override the demo's classifier epochs")
+    args = parser.parse_args()
+
+    demo = Path(args.demo)
+    phantoms, aged_dataset = read_dataset(demo / "phantoms"), read_dataset(demo / "aged")
+    splits = image_id_splits(aged_dataset, read_split(default_split_file()))
+    rows = []
+    for name in args.recipes:
+        overrides, weak = RECIPES[name]
+        for bone in ("radius", "ulna"):
+            base = json.loads((demo / bone / "metrics.json").read_text())["config"]
+            base["scale_range"] = tuple(base["scale_range"])
+            config = replace(ClassifierConfig(**base), scheme="stage", **overrides,
+                             **({"epochs": args.epochs} if args.epochs else {}))
+            aged = build_aged_crops(aged_dataset, config, splits, workers=2, progress=False)
+            run = Path(args.out) / name / bone
+            if not (run / "metrics.json").is_file():
+                train_classifier(phantoms, config, run, workers=2, progress=False, aged=aged if weak else None)
+            phantom = json.loads((run / "metrics.json").read_text())["test"]
+            figures = {part: score(run / "classifier.pt", aged, aged.part(part)) for part in ("validation", "test")}
+            rows.append((name, bone, figures, phantom))
+            print(f"done: {name} {bone}", flush=True)
+    print("\n| recipe | bone | Spearman val F / M | Spearman test F / M | implausible val / test "
+          "| phantom stage acc | phantom phase acc | phantom phase ECE |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, bone, figures, phantom in rows:
+        spear = {part: " / ".join(f"{figures[part]['spearman'].get(s, float('nan')):.3f}" for s in "FM")
+                 for part in figures}
+        print(f"| {name} | {bone} | {spear['validation']} | {spear['test']} | "
+              f"{figures['validation']['implausible']:.1%} / {figures['test']['implausible']:.1%} | "
+              f"{phantom['accuracy']:.1%} | {phantom['phase']['accuracy']:.1%} | {phantom['phase']['ece']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+import numpy as np
+import pytest
+import torch
+
+from drustage.cli import main
+from drustage.data.layout import read_dataset
+from drustage.evaluation import expected_calibration_error, reliability_table
+from drustage.stages import get_scheme
+from drustage.training.checkpoint import load_checkpoint
+from drustage.training.classifier import (ClassifierConfig, build_aged_crops, class_distribution, expected_class,
+                                          fit_temperature, load_classifier, probability_metrics, train_classifier,
+                                          within_sex_spearman)
+
+TINY = dict(net="custom", conv_spec="4c3-8c3-8c3", fc_spec="16", epochs=2, augment=2, test_fraction=0.25,
+            val_fraction=0.0, batch_size=8, scheme="stage", aged_batch=4)
+
+
+def test_fit_temperature_recovers_the_temperature_labels_were_drawn_with():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(6000, 5, generator=generator) * 3
+    labels = torch.multinomial((logits / 2.5).softmax(1), 1, generator=generator)[:, 0].numpy()
+    assert fit_temperature(logits, labels) == pytest.approx(2.5, rel=0.12)
+
+
+def test_ece_is_small_when_calibrated_and_large_when_overconfident():
+    rng = np.random.default_rng(0)
+    confidence = rng.uniform(0.3, 1.0, 20000)
+    right = rng.uniform(size=confidence.size) < confidence
+    assert expected_calibration_error(confidence, right) < 0.02
+    assert expected_calibration_error(np.ones_like(confidence), right) > 0.3
+    rows = reliability_table(confidence, right)
+    assert sum(r["n"] for r in rows) == confidence.size and all(abs(r["confidence"] - r["accuracy"]) < 0.05
+                                                                for r in rows)
+
+
+def test_class_distributions_sum_to_one_under_every_scheme():
+    for name in ("stage", "phase4", "phase3"):
+        scheme = get_scheme(name, "ulna")
+        for age in (0.5, 9.0, 13.0, 19.0):
+            target = class_distribution(scheme, age, "F", 0.8)
+            assert target.shape == (scheme.num_classes,) and target.sum() == pytest.approx(1.0)
+    # phase3 has no pre-peak class: an infant's mass goes to the nearest class it has
+    assert class_distribution(get_scheme("phase3", "ulna"), 0.5, "F", 0.8).argmax() == 0
+    assert class_distribution(get_scheme("stage", "radius"), 11.4, "F", 0.8).argmax() == 6
+
+
+def test_stage_metrics_carry_the_phase_reading_and_calibration():
+    scheme = get_scheme("stage", "radius")
+    labels = np.array([0, 5, 6, 7, 10])
+    probabilities = np.full((5, 11), 0.01)
+    probabilities[np.arange(5), [1, 5, 7, 7, 10]] = 0.9
+    probabilities /= probabilities.sum(1, keepdims=True)
+    metrics = probability_metrics(labels, probabilities, scheme)
+    assert metrics["accuracy"] == pytest.approx(3 / 5)
+    assert metrics["phase"]["accuracy"] == pytest.approx(4 / 5)  # R1 read R2: still pre-peak
+    assert 0 <= metrics["ece"] <= 1 and 0 <= metrics["phase"]["ece"] <= 1
+    assert expected_class(probabilities)[4] > expected_class(probabilities)[0]
+    ages = np.arange(10.0)
+    assert within_sex_spearman(ages * 2, ages, ["F"] * 10) == {"F": pytest.approx(1.0)}
+
+
+def _aged_splits(dataset):
+    ids = [r.image_id for r in dataset.records]
+    return {i: ("train" if k < 8 else "validation" if k < 10 else "test") for k, i in enumerate(ids)}
+
+
+def test_aged_films_join_training_and_their_test_part_is_never_looked_at(quick_dataset, tmp_path):
+    dataset = read_dataset(quick_dataset)
+    config = ClassifierConfig(**TINY)
+    aged = build_aged_crops(dataset, config, _aged_splits(dataset), progress=False)
+    assert aged.crops.shape[1:] == (1, 160, 120) and aged.targets.shape[1] == 11
+    assert torch.allclose(aged.targets.sum(1), torch.ones(len(aged.targets)))
+    metrics = train_classifier(dataset, config, tmp_path / "a", progress=False, aged=aged)
+    payload = load_checkpoint(tmp_path / "a/classifier.pt", "classifier")
+    test_ids = [i for i, s in _aged_splits(dataset).items() if s == "test"]
+    assert payload["data"]["aged"] == {"train": 8, "validation": 2, "test": 2}
+    assert payload["data"]["aged_test_ids"] == test_ids
+    assert "val_aged_spearman" in payload["history"][0] and "phase" in metrics
+    temperature = payload["calibration"]["temperature"]
+    assert 0.05 <= temperature <= 20 and payload["calibration"]["ece_after"] >= 0
+    model, _ = load_classifier(tmp_path / "a/classifier.pt")
+    assert model.temperature.item() == pytest.approx(temperature)
+
+    # other ages and crops on the test films change nothing
+    test = torch.from_numpy(aged.part("test"))
+    aged.targets[test] = aged.targets[test].flip(1)
+    aged.crops[test] = torch.rand_like(aged.crops[test])
+    train_classifier(dataset, config, tmp_path / "b", progress=False, aged=aged)
+    again = load_checkpoint(tmp_path / "b/classifier.pt", "classifier")
+    for key, value in payload["state_dict"].items():
+        assert torch.equal(value, again["state_dict"][key])
+
+
+def test_aged_films_need_training_and_validation_films(quick_dataset, tmp_path):
+    dataset = read_dataset(quick_dataset)
+    config = ClassifierConfig(**TINY)
+    only_train = {r.image_id: "train" for r in dataset.records}
+    aged = build_aged_crops(dataset, config, only_train, progress=False)
+    with pytest.raises(ValueError, match="training and validation"):
+        train_classifier(dataset, config, tmp_path / "a", progress=False, aged=aged)
+    with pytest.raises(ValueError, match="no radius crops of films with an age"):
+        build_aged_crops(dataset, config, {}, progress=False)
+
+
+def test_cli_trains_with_aged_films(quick_dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train-classifier", str(quick_dataset), "--out", str(run), "--net", "custom", "--conv", "4c3-8c3",
+                 "--fc", "16", "--epochs", "1", "--augment", "1", "--val-fraction", "0", "--test-fraction", "0.25",
+                 "--scheme", "stage", "--aged", str(quick_dataset), "--aged-weight", "0.5", "--quiet"]) == 0
+    payload = load_checkpoint(run / "classifier.pt", "classifier")
+    assert payload["config"]["aged_weight"] == 0.5 and sum(payload["data"]["aged"].values()) == 12
