@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 
 RECIPES = {
-    # name: ClassifierConfig overrides, and whether the aged films join training
+    # name: ClassifierConfig overrides of the demo's, and whether the aged films join training
     "phantoms": ({}, False),
-    "weak": ({}, True),
-    "weak-heavy": ({"aged_weight": 3.0}, True),
-    "weak-narrow": ({"aged_spread": 0.5}, True),
-    "weak-wide": ({"aged_spread": 1.2}, True),
+    "weak": ({"aged_weight": 1.0, "aged_batch": 16}, True),
+    "weak-heavy": ({"aged_weight": 3.0, "aged_batch": 16}, True),
+    "weak-heavy-wide-batch": ({"aged_weight": 3.0, "aged_batch": 32}, True),
+    "weak-narrow": ({"aged_weight": 3.0, "aged_spread": 0.5}, True),
+    "weak-wide": ({"aged_weight": 3.0, "aged_spread": 1.2}, True),
 }
 
 
@@ -51,13 +52,17 @@ def main() -> None:
     from drustage.data.aged_films import default_split_file, read_split
     from drustage.data.layout import read_dataset
     from drustage.training.aged import image_id_splits
-    from drustage.training.classifier import ClassifierConfig, build_aged_crops, train_classifier
+    from drustage.demo import demo_classifier_config
+    from drustage.training.classifier import build_aged_crops, train_classifier
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("demo", help="a finished drustage demo folder (with phantoms/ and aged/)")
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--out", default="runs/recipes")
     parser.add_argument("--epochs", type=int, help="override the demo's classifier epochs")
+    parser.add_argument("--epoch-samples", type=int, help="override the demo's labelled crops per epoch")
+    parser.add_argument("--conv", help="override the demo's networks: a custom conv spec")
+    parser.add_argument("--fc", default="512", help="fc spec with --conv")
     args = parser.parse_args()
 
     demo = Path(args.demo)
@@ -67,10 +72,9 @@ def main() -> None:
     for name in args.recipes:
         overrides, weak = RECIPES[name]
         for bone in ("radius", "ulna"):
-            base = json.loads((demo / bone / "metrics.json").read_text())["config"]
-            base["scale_range"] = tuple(base["scale_range"])
-            config = replace(ClassifierConfig(**base), scheme="stage", **overrides,
-                             **({"epochs": args.epochs} if args.epochs else {}))
+            config = replace(demo_classifier_config(bone), **overrides, **({"epochs": args.epochs} if args.epochs else {}),
+                             **({"epoch_samples": args.epoch_samples} if args.epoch_samples else {}),
+                             **({"net": "custom", "conv_spec": args.conv, "fc_spec": args.fc} if args.conv else {}))
             aged = build_aged_crops(aged_dataset, config, splits, workers=2, progress=False)
             run = Path(args.out) / name / bone
             if not (run / "metrics.json").is_file():

@@ -202,3 +202,20 @@ def test_real_8bit_and_16bit(real_data):
         assert radiograph.image.shape == radiograph.meta.original_size
     # Windowing spreads the 16-bit wrist over the display range instead of leaving it dark.
     assert 0.15 < b.image.mean() < 0.85
+
+
+def test_dicom_patient_sex_and_age_are_read_for_the_checks_only(tmp_path):
+    from drustage.imaging import dicom_patient_sex_age
+
+    pixels = np.zeros((64, 64), np.uint8)
+    for k, (age, years) in enumerate((("012Y", 12.0), ("030M", 2.5), ("052W", 52 / 52.18), ("999Y", None),
+                                      ("12Y", None))):
+        path = _dicom(tmp_path / f"p{k}.dcm", pixels, PatientSex="F", PatientAge=age)
+        sex, read = dicom_patient_sex_age(path)
+        assert sex == "F" and (read == pytest.approx(years) if years else read is None), age
+        meta = load_radiograph(path).meta.to_dict()
+        assert age not in str(meta) and "PatientSex" not in str(meta)
+    assert dicom_patient_sex_age(_dicom(tmp_path / "none.dcm", pixels)) == (None, None)
+    png = tmp_path / "x.png"
+    Image.fromarray(pixels).save(png)
+    assert dicom_patient_sex_age(png) == (None, None)

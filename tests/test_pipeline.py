@@ -206,7 +206,7 @@ def test_a_reading_implausible_for_the_patients_age_is_flagged_and_the_patient_n
     assert plain.radius.phase == "pre-peak"
     for patient, flagged in ((PatientInfo("F", 18.0), True), (PatientInfo("F", 5.5), False), (None, False)):
         report = predictor.predict(radiograph, boxes=young.boxes, patient=patient)
-        implausible = [r for r in report.review_reasons if "radius implausible for the patient's age" in r]
+        implausible = [r for r in report.review_reasons if r.startswith("radius: ") and "implausible for the patient's age" in r]
         assert bool(implausible) == flagged, patient
     path = dataset.path_of(young)
     (tmp_path / "boxes.csv").write_text("file,bone,x1,y1,x2,y2\n" + "".join(
@@ -216,14 +216,41 @@ def test_a_reading_implausible_for_the_patients_age_is_flagged_and_the_patient_n
                  "--age", "18", "--boxes", str(tmp_path / "boxes.csv")]) == 0
     text = (out / f"{path.stem}.json").read_text()
     report = json.loads(text)
-    assert report["needs_review"] and any("R6 read at age 18.0 y" in r for r in report["review_reasons"])
-    assert '"sex"' not in text and '"age' not in text
+    assert report["needs_review"] and any("radius: pre-peak (R1-R6): R6 is implausible for the patient's age (more than 4 y after" in r for r in report["review_reasons"])
+    assert '"sex"' not in text and '"age' not in text and "18.0" not in " ".join(report["review_reasons"])
     sheet = tmp_path / "patients.csv"
     sheet.write_text(f"file,age_years,sex\n{path.name},6,F\n")
     assert main(["predict", str(path), "--model", str(bundle_dir), "--out", str(out), "--quiet", "--patients",
                  str(sheet), "--boxes", str(tmp_path / "boxes.csv")]) == 0
     assert not any("implausible" in r for r in json.loads((out / f"{path.stem}.json").read_text())["review_reasons"])
     assert main(["predict", str(path), "--model", str(bundle_dir), "--out", str(out), "--sex", "X"]) == 1
+    # a DICOM's own PatientSex/PatientAge check the reading, and stay out of the result
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    pixels = (radiograph.image * 65535).astype(np.uint16)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, ds.file_meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientSex, ds.PatientAge = "CR", "F", "018Y"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit, ds.PixelRepresentation = 15, 0
+    ds.PixelData = pixels.tobytes()
+    dicom = tmp_path / "study.dcm"
+    ds.save_as(dicom, enforce_file_format=True)
+    assert pydicom.dcmread(dicom).PatientAge == "018Y"
+    (tmp_path / "dicom_boxes.csv").write_text((tmp_path / "boxes.csv").read_text().replace(path.name, dicom.name))
+    assert main(["predict", str(dicom), "--model", str(bundle_dir), "--out", str(out), "--quiet", "--boxes",
+                 str(tmp_path / "dicom_boxes.csv")]) == 0
+    text = (out / "study.json").read_text()
+    assert any("implausible for the patient's age" in r for r in json.loads(text)["review_reasons"])
+    assert "018Y" not in text and '"sex"' not in text
 
 
 def test_radius_and_ulna_stages_too_far_apart_are_flagged(trained):

@@ -121,16 +121,16 @@ class PatientInfo:
 
 
 def implausible_for_age(stage: Stage, age: float, sex: str | None) -> str | None:
-    """Why ``stage`` is implausible at ``age`` (years) for ``sex``, or None when it is plausible."""
+    """Why ``stage`` is implausible at ``age`` (years) for ``sex``, or None when it is plausible.
+
+    The reason names neither the age nor the sex: they may come from a DICOM header, and only
+    what the user gave may reach a result."""
     mean = mean_age_at(stage, sex)
-    who = {"F": "girls", "M": "boys"}.get(check_sex(sex) or "", "children")
     margin = PLAUSIBLE_AGE_MARGIN_YEARS
     if age < mean - margin and stage.index > 1:
-        return (f"{stage.code} read at age {age:.1f} y: {who} reach it at {mean:.1f} y on average, "
-                f"more than {margin:g} y later")
+        return f"{stage.code} is implausible for the patient's age (more than {margin:g} y before the mean age at {stage.code})"
     if age > mean + margin and stage.index < N_STAGES[stage.bone]:
-        return (f"{stage.code} read at age {age:.1f} y: {who} are at it around {mean:.1f} y on average, "
-                f"more than {margin:g} y earlier")
+        return f"{stage.code} is implausible for the patient's age (more than {margin:g} y after the mean age at {stage.code})"
     return None
 
 

@@ -214,3 +214,24 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 
 def to_uint16(image: np.ndarray) -> np.ndarray:
     return (np.clip(image, 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)
+
+
+def dicom_patient_sex_age(path: str | Path) -> tuple[str | None, float | None]:
+    """PatientSex (F/M) and PatientAge (``012Y``, ``030M``, ``008W``, ``100D``) in years of a DICOM
+    file, for the plausibility checks only: never copied into metadata or results. (None, None)
+    for other files, missing or malformed values."""
+    import pydicom
+
+    path = Path(path)
+    if not is_dicom(path):
+        return None, None
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientSex", "PatientAge"])
+    except (OSError, ValueError, pydicom.errors.InvalidDicomError):
+        return None, None
+    sex = str(ds.get("PatientSex", "") or "").strip().upper()
+    age = str(ds.get("PatientAge", "") or "").strip().upper()
+    years = None
+    if len(age) == 4 and age[:3].isdigit() and age[3] in "DWMY":
+        years = int(age[:3]) / {"D": 365.25, "W": 52.18, "M": 12.0, "Y": 1.0}[age[3]]
+    return (sex if sex in ("F", "M") else None), (years if years is not None and years <= 30 else None)

@@ -199,7 +199,7 @@ class Predictor:
                 if patient is not None and patient.age_years is not None:
                     reason = implausible_reading(scheme, result.prediction, patient)
                     if reason:
-                        reasons.append(f"{bone} implausible for the patient's age: {reason}")
+                        reasons.append(f"{bone}: {reason}")
             results[bone] = result
         if results["radius"].scheme == results["ulna"].scheme == "stage" and all(r.prediction for r in results.values()):
             reason = discordance(Stage("radius", int(results["radius"].prediction[1:])),
@@ -280,11 +280,14 @@ def predict_file(predictor: Predictor, path: Path, stem: str, out: Path, gradcam
     import json
 
     from drustage.gradcam import grad_cam
-    from drustage.imaging import load_radiograph
+    from drustage.imaging import dicom_patient_sex_age, load_radiograph
     from drustage.io_utils import atomic_path, atomic_write_text
     from drustage.viz import render_overlay
 
     radiograph = load_radiograph(path)
+    if patient is None:  # a DICOM's own PatientSex/PatientAge, for the checks only
+        sex, age = dicom_patient_sex_age(path)
+        patient = PatientInfo(sex, age) if sex or age is not None else None
     result, crops = predictor.predict_with_crops(radiograph, file_sha256(path), given, patient)
     report = result.to_dict()
     heatmaps = None
