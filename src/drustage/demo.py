@@ -45,6 +45,7 @@ class DemoConfig:
     classifier_fc: str = ""
     aged_weight: float = 1.0  # of the real films' weak loss (with real films at hand)
     aged_batch: int = 16
+    aged_films: int | None = None  # films with a bone age to box (None: all; an even spread of them)
     detector_lr: float = 0.01  # the paper's SGD rate
     real_batch_share: float = 1 / 3  # of the detector's batches, when boxed real films are at hand
     real_test_fraction: float = 0.4
@@ -72,7 +73,7 @@ DEMO = DemoConfig(phantoms=400, image_scale=0.6, detector_iterations=1200, detec
 # --quick only shows every step working: its models are far too briefly trained to be right.
 QUICK = DemoConfig(phantoms=40, image_scale=0.4, detector_iterations=60, detector_min_size=224,
                    detector_max_size=288, detector_representation=256, detector_roi_pool="roialign",
-                   classifier_epochs=3,
+                   classifier_epochs=3, aged_films=60,
                    classifier_augment=2, radius_net="net1", ulna_net="net1", predict_phantoms=3, predict_real=2)
 
 
@@ -181,7 +182,7 @@ def run_demo(out: str | Path, quick: bool = False, real: Path | None = None, wor
     aged_dataset, aged_splits = None, {}
     if real is not None and real.is_dir():
         t = time.perf_counter()
-        aged_dataset, aged_splits = prepare_aged(out, real, log)
+        aged_dataset, aged_splits = prepare_aged(out, real, log, config.aged_films)
         timings["aged"] = time.perf_counter() - t
 
     for bone in ("radius", "ulna"):
@@ -244,14 +245,17 @@ def demo_classifier_config(bone: str, config: DemoConfig = DEMO):
                             aged_batch=config.aged_batch, test_fraction=0.2, val_fraction=0.15, seed=config.seed)
 
 
-def prepare_aged(out: Path, real: Path, log=print):
-    """The shared films with a bone age, boxed by the demo's detector, and their split by image id."""
+def prepare_aged(out: Path, real: Path, log=print, limit: int | None = None):
+    """The shared films with a bone age (``limit``: that many, evenly spread), boxed by the demo's
+    detector, and their split by image id."""
     from drustage.data.aged_films import default_split_file, read_split, shared_aged_films
     from drustage.data.layout import read_dataset
     from drustage.pipeline import file_sha256
     from drustage.training.aged import detect_aged_films, image_id_splits
 
     films = shared_aged_films(real)
+    if limit is not None and limit < len(films):
+        films = films[:: -(-len(films) // limit)]
     split_file = default_split_file()
     settings = {"films": len(films), "split_sha256": file_sha256(split_file),
                 "detector_sha256": file_sha256(out / "detector" / "detector.pt")}
