@@ -56,6 +56,16 @@ def pyplot():
     return plt
 
 
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out, write atomically as PNG and close a matplotlib figure."""
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    pyplot().close(fig)
+    return path
+
+
 def plot_confusion(metrics: dict, path: str | Path, title: str) -> Path:
     from sklearn.metrics import ConfusionMatrixDisplay
 
@@ -67,12 +77,7 @@ def plot_confusion(metrics: dict, path: str | Path, title: str) -> Path:
     low, high = metrics["accuracy_ci95"]
     ax.set_title(f"{title}\naccuracy {metrics['accuracy']:.1%} (95% CI {low:.1%}-{high:.1%}), n={metrics['n']}",
                  fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_learning_curves(history: list[dict], png: str | Path, csv: str | Path, title: str) -> None:
@@ -139,9 +144,4 @@ def plot_reliability(curves: dict[str, list[dict]], path: str | Path, title: str
     ax.set(xlabel="confidence", ylabel="share right", xlim=(0, 1), ylim=(0, 1.02), title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -149,8 +149,7 @@ def validation_metrics(readings: list[Reading]) -> dict:
 
 def plot_age_by_stage(readings: list[Reading], path: Path) -> Path:
     """Ages per predicted class (points and box) beside the growth table's mean age (diamonds)."""
-    from drustage.evaluation import pyplot
-    from drustage.io_utils import atomic_path
+    from drustage.evaluation import pyplot, save_figure
 
     plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(12, 8), dpi=100, squeeze=False)
@@ -175,11 +174,7 @@ def plot_age_by_stage(readings: list[Reading], path: Path) -> Path:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8, loc="upper left")
     fig.suptitle("Age per predicted class (red points: implausible for the age)", fontsize=11)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def worst_readings(readings: list[Reading], count: int = 24) -> list[Reading]:
