@@ -4,7 +4,8 @@ from dataclasses import replace
 
 import pytest
 
-from drustage.demo import MIN_REAL_FILMS, QUICK, default_real_boxes, prepare_real, run_demo
+from drustage.demo import (MIN_REAL_FILMS, QUICK, combined_detector_metrics, default_real_boxes, prepare_real,
+                           real_folder_name, run_demo)
 from drustage.training.checkpoint import load_checkpoint
 
 
@@ -27,13 +28,15 @@ def test_quick_demo_end_to_end_and_resume(tmp_path, real_folder_or_none, monkeyp
     steps = ["phantoms", "detector", "radius", "ulna"]
     if real is not None:
         # the detector learned from the boxed real films too; the real predictions shown are held-out ones
-        steps = ["phantoms", "real", "detector", "aged", "radius", "ulna"]
+        real_sets = [real_folder_name(i, boxes) for i, (boxes, _) in enumerate(default_real_boxes())]
+        assert real_sets[0] == "real" and len(real_sets) == 3  # every box file is a dataset of its own
+        steps = ["phantoms", *real_sets, "detector", "aged", "radius", "ulna"]
         # the quick detector boxes too few films with a bone age for the classifiers to learn from
         assert "learn from phantoms only" in messages[steps.index("aged") + 1]
         messages.pop(steps.index("aged") + 1)
         checkpoint = load_checkpoint(tmp_path / "demo/detector/detector.pt", "detector")
-        assert checkpoint["data"]["datasets"] == ["phantoms", "real"]
-        held_out = {i.split("-", 1)[1] for i in checkpoint["data"]["test_ids_by_dataset"]["real"]}
+        assert checkpoint["data"]["datasets"] == ["phantoms", *real_sets]
+        held_out = {i.split("-", 1)[1] for name in real_sets for i in checkpoint["data"]["test_ids_by_dataset"][name]}
         overlays = list((tmp_path / "demo/predictions/real").glob("*.overlay.png"))
         assert len(overlays) == QUICK.predict_real
         assert {p.name.removesuffix(".overlay.png") for p in overlays} <= held_out
@@ -45,6 +48,16 @@ def test_quick_demo_end_to_end_and_resume(tmp_path, real_folder_or_none, monkeyp
     run_demo(tmp_path / "demo", quick=True, real=real, workers=2, log=again.append)
     again = [m for m in again if "learn from phantoms only" not in m]
     assert len(again) == len(steps) and all("already done" in m for m in again)
+
+
+def test_detector_figures_combine_over_the_real_box_files_by_film_count():
+    def evaluation(n, centred):
+        return {"n": n, **{bone: {"mean_iou": 0.8, "detection_rate_iou50": 1.0, "centre_hit_rate": centred}
+                           for bone in ("radius", "ulna")}}
+
+    every = combined_detector_metrics([evaluation(60, 1.0), evaluation(140, 0.9)])
+    assert every["n"] == 200 and every["ulna"]["centre_hit_rate"] == pytest.approx((60 + 126) / 200)
+    assert every["radius"]["mean_iou"] == pytest.approx(0.8)
 
 
 def test_the_report_shows_the_real_film_validation(tmp_path, aged_case):
@@ -61,7 +74,7 @@ def test_the_report_shows_the_real_film_validation(tmp_path, aged_case):
         (tmp_path / bone / "metrics.json").write_text(json.dumps({"test": metrics}))
     detector = {bone: {"ap_50": 1, "ap_50_95": 1, "mean_iou": 1, "detection_rate_iou50": 1, "centre_hit_rate": 1}
                 for bone in ("radius", "ulna")}
-    report = write_report(tmp_path, QUICK, {"n": 1, **detector}, None, [], [], [], {}, 1.0, {}, True, validation)
+    report = write_report(tmp_path, QUICK, {"n": 1, **detector}, {}, [], [], [], {}, 1.0, {}, True, validation)
     html = report.read_text()
     assert "Maturity on held-out real films" in html and "implausible, not flagged" in html
     assert "75.0% (ECE 0.050)" in html
@@ -73,11 +86,10 @@ def test_the_report_shows_the_real_film_validation(tmp_path, aged_case):
 @pytest.mark.real
 def test_too_few_boxed_real_films_leave_the_detector_to_phantoms(tmp_path, real_data):
     messages = []
-    boxes = default_real_boxes()
-    assert boxes is not None  # the project's annotations, in this source checkout
+    boxes = default_real_boxes()[0][0]  # the project's annotations, in this source checkout
     # ten films of which fewer than MIN_REAL_FILMS are boxed
     assert prepare_real(tmp_path, real_data / "unlabelled-examples", boxes, messages.append) is None
-    assert f"(at least {MIN_REAL_FILMS} needed): the detector learns from phantoms only" in messages[-1]
+    assert f"(at least {MIN_REAL_FILMS} needed): the detector does not learn from boxes.csv" in messages[-1]
     linked = sorted((tmp_path / "real/images").iterdir())
     assert len(linked) == 10 and all(p.is_symlink() for p in linked)
 

@@ -6,6 +6,7 @@ the labelled boxes given to ``predict --boxes``, and the detector path for plumb
 """
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -177,6 +178,42 @@ def test_laterality_from_boxes():
     assert infer_laterality({"radius": [60, 0, 80, 10], "ulna": [20, 0, 40, 10]}) == "L"
     assert infer_laterality({"radius": [10, 0, 30, 10], "ulna": [40, 0, 60, 10]}) == "R"
     assert infer_laterality({"radius": [10, 0, 30, 10]}) is None
+
+
+def test_hand_side_from_one_box_looks_for_the_partner_bone_beside_it():
+    from drustage.pipeline import hand_side, side_from_one_box
+
+    image = np.zeros((100, 200), np.uint8)
+    image[40:60, 120:150] = 200  # the ulna, right of the radius: a right hand
+    radius, ulna = [80.0, 40.0, 110.0, 60.0], [120.0, 40.0, 150.0, 60.0]
+    assert side_from_one_box(image, "radius", radius) == "R"
+    assert side_from_one_box(image, "ulna", ulna) == "R"
+    assert side_from_one_box(image[:, ::-1], "radius", [200 - radius[2], 40.0, 200 - radius[0], 60.0]) == "L"
+    assert hand_side(image, {"radius": radius, "ulna": ulna}) == ("R", "boxes")
+    assert hand_side(image, {"radius": radius}) == ("R", "hand")
+    assert hand_side(image, {}) == (None, "unknown")
+    assert side_from_one_box(image, "radius", [0.0, 40.0, 200.0, 60.0]) is None  # nothing beside it
+
+
+def test_hand_side_from_one_box_agrees_with_both_boxes_on_the_boxed_real_films(real_data):
+    import csv
+    from collections import defaultdict
+
+    from drustage.imaging import load_radiograph
+    from drustage.pipeline import side_from_one_box
+
+    table: dict[str, dict[str, list[float]]] = defaultdict(dict)
+    with open(Path(__file__).resolve().parents[1] / "annotations" / "real" / "boxes.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            table[row["file"]][row["bone"]] = [float(row[k]) for k in ("x1", "y1", "x2", "y2")]
+    agree = total = 0
+    for name, boxes in sorted(table.items())[::3]:
+        image = load_radiograph(real_data / name).image
+        truth = infer_laterality(boxes)
+        for bone, box in boxes.items():
+            agree += side_from_one_box(image, bone, box) == truth
+            total += 1
+    assert total >= 100 and agree >= 0.97 * total
 
 
 def test_a_stage_reading_takes_the_most_probable_phase_then_its_best_stage():

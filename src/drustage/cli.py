@@ -377,7 +377,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from drustage.demo import run_demo
 
     report = run_demo(args.out, quick=args.quick, real=Path(args.real) if args.real else None,
-                      real_boxes=Path(args.real_boxes) if args.real_boxes else None,
+                      real_boxes=[Path(b) for b in args.real_boxes] if args.real_boxes else None,
                       workers=args.workers)
     print(f"demo report: {report}")
     return 0
@@ -600,8 +600,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="output directory (re-running reuses finished steps)")
     demo.add_argument("--quick", action="store_true", help="a small, fast run (about 2 minutes)")
     demo.add_argument("--real", help="folder of real radiographs to predict on (default: ../shared/data/real)")
-    demo.add_argument("--real-boxes", help="radius/ulna boxes on those films for the detector to learn from "
-                                           "(default: annotations/real/boxes.csv in a source checkout)")
+    demo.add_argument("--real-boxes", nargs="+", help="radius/ulna box files on those films for the detector to learn "
+                                                      "from, each a dataset of its own (default: annotations/real/*boxes.csv "
+                                                      "in a source checkout)")
     demo.add_argument("--workers", type=int, help="processes for phantoms and image loading")
     demo.set_defaults(handler=_cmd_demo)
     return parser

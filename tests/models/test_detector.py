@@ -58,11 +58,17 @@ def test_local_weights_round_trip(tmp_path):
 def test_best_boxes_picks_clips_and_reports_missing():
     output = {"boxes": torch.tensor([[10.0, 10.0, 50.0, 60.0], [12.0, 11.0, 52.0, 61.0], [-5.0, 20.0, 30.0, 70.0]]),
               "labels": torch.tensor([1, 1, 2]), "scores": torch.tensor([0.6, 0.9, 0.3])}
-    found = best_boxes(output, (300, 200), threshold=0.5)
+    found = best_boxes(output, (300, 200), threshold=0.5, partner_threshold=0.5)
     assert found["radius"].box == (12.0, 11.0, 52.0, 61.0) and found["radius"].score == pytest.approx(0.9)
     assert found["ulna"].box is None and found["ulna"].score == pytest.approx(0.3)
-    low = best_boxes(output, (300, 200), threshold=0.2)
+    low = best_boxes(output, (300, 200), threshold=0.2, partner_threshold=0.2)
     assert low["ulna"].box == (0.0, 20.0, 30.0, 70.0)
+    # a faint ulna beside a clear radius is kept as its partner (the default partner threshold)
+    partnered = best_boxes(output, (300, 200), threshold=0.5)
+    assert partnered["ulna"].box == (0.0, 20.0, 30.0, 70.0) and partnered["ulna"].score == pytest.approx(0.3)
+    # ... but two faint boxes make no pair, and a faint box alone is never kept
+    faint = {"boxes": output["boxes"][1:], "labels": output["labels"][1:], "scores": torch.tensor([0.4, 0.3])}
+    assert all(d.box is None for d in best_boxes(faint, (300, 200), threshold=0.5).values())
     empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long), "scores": torch.zeros(0)}
     assert best_boxes(empty, (10, 10))["radius"].box is None
 

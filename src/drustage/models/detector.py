@@ -22,6 +22,10 @@ LABELS = {bone: i + 1 for i, bone in enumerate(BONES)}  # 1 radius, 2 ulna
 # within this many box widths; true pairs reach 0.49 and 1.03 (phantom and real boxes, measured).
 PAIR_MAX_SHARED = 0.6
 PAIR_MAX_GAP = 1.5
+# Beside a bone found above the detection threshold, its partner is kept from this score up when
+# the two fit together: on the demo detector's 65 held-out real films the ulna went from 87.7%
+# to 90.8% centred on the right bone, the radius unchanged (runs of recipes/propose_boxes.py).
+PARTNER_THRESHOLD = 0.01
 BACKBONES = ("zfnet", "mobilenet_v3", "resnet18_fpn")
 
 
@@ -89,6 +93,7 @@ class DetectorConfig:
     rpn_post_nms_top_n_test: int = 20  # 50 gave the same boxes, 17% slower (bench/detector_settings.py)
     box_batch_size_per_image: int = 64
     box_detections_per_img: int = 20
+    box_score_thresh: float = PARTNER_THRESHOLD  # keep the low-scoring partners best_boxes may pair
     representation_size: int = 4096  # the paper's two FC-4096 layers; smaller trains faster
     batch_norm: bool = True  # ZFNet only: see ZFNetFeatures
     roi_pool: str = "roipool"  # ZFNet only: the paper's RoI max pooling, or "roialign" (no box quantisation)
@@ -117,7 +122,8 @@ def build_detector(config: DetectorConfig, weights: str | Path | None = None):
                   rpn_pre_nms_top_n_test=config.rpn_pre_nms_top_n_test,
                   rpn_post_nms_top_n_test=config.rpn_post_nms_top_n_test,
                   box_batch_size_per_image=config.box_batch_size_per_image,
-                  box_detections_per_img=config.box_detections_per_img)
+                  box_detections_per_img=config.box_detections_per_img,
+                  box_score_thresh=config.box_score_thresh)
     if config.backbone == "zfnet":
         backbone = ZFNetFeatures(batch_norm=config.batch_norm)
         anchors = AnchorGenerator(sizes=((24, 40, 64, 100),), aspect_ratios=((0.75, 1.0, 1.33),))
@@ -192,11 +198,14 @@ def plausible_pair(radius: tuple[float, ...], ulna: tuple[float, ...]) -> bool:
     return centre_gap < PAIR_MAX_GAP * max(radius[2] - radius[0], ulna[2] - ulna[0])
 
 
-def best_boxes(output: dict[str, torch.Tensor], image_size: tuple[int, int], threshold: float = 0.5) -> dict[str, Detection]:
+def best_boxes(output: dict[str, torch.Tensor], image_size: tuple[int, int], threshold: float = 0.5,
+               partner_threshold: float = PARTNER_THRESHOLD) -> dict[str, Detection]:
     """One box per bone from a torchvision detection output: the best-scoring radius/ulna pair
-    that ``plausible_pair`` accepts. A bone below ``threshold``, or one that fits with no box
-    of the other bone, is reported as not found (``box`` None, its best score kept) so the
-    film is flagged rather than read from a wrong box. Boxes are clipped to ``(height, width)``."""
+    that ``plausible_pair`` accepts, one of them at ``threshold`` or above and the other at
+    ``partner_threshold`` or above (a faint ulna beside a clear radius is still that ulna). A bone
+    with no such box, or one that fits with no box of the other bone, is reported as not found
+    (``box`` None, its best score kept) so the film is flagged rather than read from a wrong box.
+    Boxes are clipped to ``(height, width)``."""
     height, width = image_size
     candidates: dict[str, list[tuple[float, tuple[float, float, float, float] | None]]] = {}
     for bone, label in LABELS.items():
@@ -205,14 +214,17 @@ def best_boxes(output: dict[str, torch.Tensor], image_size: tuple[int, int], thr
                  for score, box in zip(output["scores"][mask].tolist(), output["boxes"][mask].tolist())]
         candidates[bone] = sorted(found, key=lambda c: -c[0])
     best_score = {bone: found[0][0] if found else 0.0 for bone, found in candidates.items()}
-    usable = {bone: [c for c in found if c[0] >= threshold and c[1] is not None] for bone, found in candidates.items()}
+    floor = min(threshold, partner_threshold)
+    usable = {bone: [c for c in found if c[0] >= floor and c[1] is not None] for bone, found in candidates.items()}
     chosen: dict[str, tuple[float, tuple[float, float, float, float]] | None] = {bone: None for bone in LABELS}
-    pairs = [(r, u) for r in usable["radius"] for u in usable["ulna"] if plausible_pair(r[1], u[1])]
+    pairs = [(r, u) for r in usable["radius"] for u in usable["ulna"]
+             if max(r[0], u[0]) >= threshold and plausible_pair(r[1], u[1])]
+    confident = {bone: [c for c in found if c[0] >= threshold] for bone, found in usable.items()}
     if pairs:
         chosen["radius"], chosen["ulna"] = max(pairs, key=lambda pair: pair[0][0] * pair[1][0])
-    elif usable["radius"] or usable["ulna"]:
+    elif confident["radius"] or confident["ulna"]:
         # no pair fits: keep the single most confident box; the other bone is not found
-        bone = max((b for b in LABELS if usable[b]), key=lambda b: usable[b][0][0])
-        chosen[bone] = usable[bone][0]
+        bone = max((b for b in LABELS if confident[b]), key=lambda b: confident[b][0][0])
+        chosen[bone] = confident[bone][0]
     return {bone: Detection(bone, None, best_score[bone]) if chosen[bone] is None
             else Detection(bone, chosen[bone][1], chosen[bone][0]) for bone in LABELS}

@@ -24,7 +24,7 @@ def detect_aged_films(detector: str | Path, films: list[AgedFilm], out: str | Pa
     from tqdm import tqdm
 
     from drustage.imaging import load_radiograph
-    from drustage.pipeline import infer_laterality
+    from drustage.pipeline import hand_side
     from drustage.training.detector import Detector
 
     out = Path(out)
@@ -43,7 +43,7 @@ def detect_aged_films(detector: str | Path, films: list[AgedFilm], out: str | Pa
         target = out / relative
         target.unlink(missing_ok=True)
         os.symlink(film.path.resolve(), target)
-        records.append(Record(image_id=image_id, file=relative, laterality=infer_laterality(boxes), sex=film.sex,
+        records.append(Record(image_id=image_id, file=relative, laterality=hand_side(image, boxes)[0], sex=film.sex,
                               age_years=round(film.age_years, 4), boxes=boxes))
         keys[image_id] = film.key
     write_labels(out, records)
