@@ -45,7 +45,8 @@ def measure_runtime(model: str, runtime: str, runs: int, workers: int, images: P
     """Everything for one runtime, in this process, on the phantoms in ``images``."""
     from drustage.bundle import load_bundle
     from drustage.imaging import load_radiograph
-    from drustage.pipeline import Predictor, file_sha256, predict_files
+    from drustage.io_utils import file_sha256
+    from drustage.pipeline import Predictor, predict_files
     from drustage.viz import render_overlay
 
     start = time.perf_counter()

@@ -1,7 +1,9 @@
-"""Shared fixtures: small phantom datasets built by the library's own generator."""
+"""Shared fixtures: small phantom datasets built by the library's own generator, a bundle trained on
+them once per session, and the service over it (with a labelling folder)."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,3 +121,32 @@ def _aged_case(quick_dataset, wrong_flagged=True):
 def aged_case(quick_dataset):
     """``aged_case(wrong_flagged=True)`` -> (films, reports): see ``_aged_case``."""
     return lambda wrong_flagged=True: _aged_case(quick_dataset, wrong_flagged)
+
+
+@pytest.fixture
+def label_dir(trained, tmp_path):
+    """A plain folder of four phantom radiographs (no labels yet)."""
+    root, _ = trained
+    folder = tmp_path / "to-label"
+    folder.mkdir()
+    for group in ("young", "old"):
+        for source in sorted((root / group / "images").glob("*.png"))[:2]:
+            shutil.copy(source, folder / f"{group}-{source.name}")
+    return folder
+
+
+@pytest.fixture
+def app(trained, label_dir):
+    from drustage.service.app import ServiceConfig, create_app
+
+    # The session bundle's detector is barely trained: threshold 0 keeps its best boxes so the
+    # page and API always have boxes to show.
+    return create_app(ServiceConfig(model=trained[1], label_dir=label_dir, detection_threshold=0.0))
+
+
+@pytest.fixture
+def client(app):
+    from fastapi.testclient import TestClient
+
+    with TestClient(app, base_url="http://localhost") as test_client:
+        yield test_client

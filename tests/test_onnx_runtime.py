@@ -11,6 +11,7 @@ import pytest
 from drustage.bundle import BundleError, load_bundle
 from drustage.cli import main
 from drustage.imaging import load_radiograph
+from drustage.io_utils import file_sha256
 from drustage.onnx_runtime import ONNX_MANIFEST, default_onnx_dir, export_onnx
 from drustage.pipeline import Predictor
 from drustage.stages import BONES
@@ -66,9 +67,22 @@ def test_missing_or_stale_export_is_refused(exported, trained, tmp_path):
     with pytest.raises(BundleError, match="another bundle version"):
         Predictor(load_bundle(stale), runtime="onnx")
     (stale / "onnx" / ONNX_MANIFEST).write_text(json.dumps(manifest))
+    # the two classifiers swapped: each file is checked against the export's record of it
+    radius, ulna = (stale / "onnx" / "radius.onnx").read_bytes(), (stale / "onnx" / "ulna.onnx").read_bytes()
+    (stale / "onnx" / "radius.onnx").write_bytes(ulna)
+    (stale / "onnx" / "ulna.onnx").write_bytes(radius)
+    with pytest.raises(BundleError, match="radius.onnx: not the radius network this export recorded"):
+        Predictor(load_bundle(stale), runtime="onnx")
     (stale / "onnx" / "radius.onnx").write_bytes(b"not a model")
+    (stale / "onnx" / "ulna.onnx").write_bytes(ulna)
+    recorded = {**manifest["sha256"], "radius": file_sha256(stale / "onnx" / "radius.onnx")}
+    (stale / "onnx" / ONNX_MANIFEST).write_text(json.dumps({**manifest, "sha256": recorded}))
     with pytest.raises(BundleError, match="radius.onnx: not a usable ONNX model"):
         Predictor(load_bundle(stale), runtime="onnx")
+    for broken in ([manifest], {**manifest, "detector_max_side": "big"}):
+        (stale / "onnx" / ONNX_MANIFEST).write_text(json.dumps(broken))
+        with pytest.raises(BundleError):
+            Predictor(load_bundle(stale), runtime="onnx")
 
 
 def test_zip_bundles_export_beside_the_archive(trained, tmp_path):

@@ -144,7 +144,9 @@ def test_missing_bone_is_flagged_not_guessed(trained):
     assert not report["ulna"]["found"] and report["ulna"]["prediction"] is None
     assert report["needs_review"] and report["guidance"] is None
     assert "ulna not found (no box given)" in report["review_reasons"]
-    assert "hand side unknown: crops not mirrored" in report["review_reasons"]
+    # the side still comes from the hand beside the one box, so the radius crop is mirrored right
+    assert report["laterality_source"] == "hand" and report["laterality"] == infer_laterality(record.boxes)
+    assert not any("hand side unknown" in r for r in report["review_reasons"])
 
 
 def test_uncertain_boxes_are_flagged_but_still_read(trained, tmp_path):

@@ -20,13 +20,17 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from drustage.io_utils import atomic_path, atomic_write_text, read_json
+from drustage.io_utils import atomic_path, atomic_write_text, file_sha256, read_json
 from drustage.stages import BONES
 
 BUNDLE_FORMAT = "drustage-bundle"
 BUNDLE_VERSION = 1
 MANIFEST = "bundle.json"
 FILES = {"detector": "detector.pt", "radius": "radius.pt", "ulna": "ulna.pt"}
+# An archive member larger than this, or inflating more than MAX_INFLATION times, is no checkpoint
+# of ours (the paper's detector is about 300 MB and checkpoints barely compress).
+MAX_MEMBER_BYTES = 1 << 30
+MAX_INFLATION = 20
 
 
 class BundleError(ValueError):
@@ -45,6 +49,7 @@ class Bundle:
 
 
 def _sha256(paths: list[Path]) -> str:
+    """One sha256 over several files' contents in turn (the bundle fingerprint)."""
     digest = hashlib.sha256()
     for path in paths:
         with open(path, "rb") as handle:
@@ -79,6 +84,12 @@ def assemble_bundle(out: str | Path, detector: str | Path, radius: str | Path, u
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,
         "files": FILES,
+        # what each file is, checked on every load: a classifier swapped for the other bone's, or a
+        # file changed after assembly, is refused instead of read
+        "members": {part: {"file": FILES[part], "kind": "detector" if part == "detector" else "classifier",
+                           "bone": None if part == "detector" else part,
+                           "scheme": None if part == "detector" else payloads[part]["scheme"]["name"],
+                           "sha256": file_sha256(out / FILES[part])} for part in FILES},
         "detector": {"config": payloads["detector"]["config"], "metrics": payloads["detector"].get("metrics"),
                      "data": _data_summary(payloads["detector"])},
         **{bone: {"scheme": payloads[bone]["scheme"], "config": payloads[bone]["config"],
@@ -106,7 +117,7 @@ def _extract_once(archive: Path) -> Path:
     A temporary copy per load would pile up, tens of MB for every ``predict`` run and every
     worker; a folder named by content is shared by them all and cannot go stale.
     """
-    target = bundle_cache_dir() / _sha256([archive])
+    target = bundle_cache_dir() / file_sha256(archive)
     names = [MANIFEST, *FILES.values()]
 
     def complete() -> bool:
@@ -125,7 +136,7 @@ def _extract_once(archive: Path) -> Path:
                                              ignore_cleanup_errors=True) as folder:
                 staging = Path(folder)
                 for name in names:
-                    (staging / name).write_bytes(handle.read(name))  # fixed names: no path from the archive
+                    _extract_member(handle, name, staging / name, archive)  # fixed names: no path from the archive
                 try:
                     staging.rename(target)
                 except OSError:  # a folder is there: another process's copy, or an incomplete one
@@ -135,6 +146,64 @@ def _extract_once(archive: Path) -> Path:
     except zipfile.BadZipFile:
         raise BundleError(f"{archive}: not a zip archive") from None
     return target
+
+
+def _extract_member(handle: zipfile.ZipFile, name: str, target: Path, archive: Path) -> None:
+    """Copy one member out in blocks, refusing one whose declared or real size is out of bounds."""
+    info = handle.getinfo(name)
+    if info.file_size > MAX_MEMBER_BYTES or info.file_size > MAX_INFLATION * max(info.compress_size, 1 << 20):
+        raise BundleError(f"{archive}: member {name} would inflate to {info.file_size >> 20} MiB: not a bundle file")
+    written = 0
+    with handle.open(info) as source, open(target, "wb") as sink:
+        while block := source.read(1 << 20):
+            written += len(block)
+            if written > info.file_size:
+                raise BundleError(f"{archive}: member {name} is larger than its header says")
+            sink.write(block)
+
+
+def _check_manifest(manifest, manifest_path: Path, path: Path) -> None:
+    """The manifest's shape, and each member file against what the manifest records of it."""
+    from drustage.stages import scheme_from_dict
+
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{manifest_path}: expected a JSON object")
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{manifest_path}: format is {manifest.get('format')!r}, expected {BUNDLE_FORMAT}")
+    if manifest.get("version") != BUNDLE_VERSION:
+        raise BundleError(f"{manifest_path}: bundle version {manifest.get('version')} is not supported")
+    for bone in BONES:
+        entry = manifest.get(bone)
+        if not isinstance(entry, dict) or not isinstance(entry.get("scheme"), dict):
+            raise BundleError(f"{manifest_path}: no {bone} classifier entry with its class scheme")
+        try:
+            scheme_from_dict(entry["scheme"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise BundleError(f"{manifest_path}: the {bone} class scheme is malformed ({error})") from None
+    members = manifest.get("members")
+    if members is None:  # bundles assembled before members were recorded
+        return
+    if not isinstance(members, dict) or set(members) != set(FILES):
+        raise BundleError(f"{manifest_path}: members must name {', '.join(FILES)}")
+    for part, member in members.items():
+        if not isinstance(member, dict) or member.get("file") != FILES[part]:
+            raise BundleError(f"{manifest_path}: member {part} must be the file {FILES[part]}")
+        if file_sha256(path / FILES[part]) != member.get("sha256"):
+            raise BundleError(f"{path / FILES[part]}: content differs from what bundle.json records for the {part} "
+                              "(a changed or swapped file)")
+
+
+def check_member(bundle: "Bundle", part: str, payload: dict) -> None:
+    """A loaded checkpoint is the bundle member it is filed as: its bone and class scheme."""
+    if part == "detector":
+        return
+    bone = payload.get("config", {}).get("bone")
+    if bone != part:
+        raise BundleError(f"{bundle.path(part)}: holds a {bone} classifier, filed as the {part} one")
+    expected = bundle.manifest[part]["scheme"].get("name")
+    if payload.get("scheme", {}).get("name") != expected:
+        raise BundleError(f"{bundle.path(part)}: class scheme {payload.get('scheme', {}).get('name')!r} differs from "
+                          f"bundle.json's {expected!r}")
 
 
 def load_bundle(path: str | Path) -> Bundle:
@@ -148,12 +217,9 @@ def load_bundle(path: str | Path) -> Bundle:
     if not manifest_path.is_file():
         raise BundleError(f"{path}: not a drustage bundle (no {MANIFEST})")
     manifest = read_json(manifest_path, BundleError)
-    if manifest.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"{manifest_path}: format is {manifest.get('format')!r}, expected {BUNDLE_FORMAT}")
-    if manifest.get("version") != BUNDLE_VERSION:
-        raise BundleError(f"{manifest_path}: bundle version {manifest.get('version')} is not supported")
     missing = [name for name in FILES.values() if not (path / name).is_file()]
     if missing:
         raise BundleError(f"{path}: bundle lacks {', '.join(missing)}")
+    _check_manifest(manifest, manifest_path, path)
     fingerprint = _sha256([manifest_path, *(path / name for name in FILES.values())])
     return Bundle(path, manifest, fingerprint, source)

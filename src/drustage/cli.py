@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from drustage.io_utils import printable
+
 EXIT_ERROR = 1
 
 
@@ -76,7 +78,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         image = radiograph.image
         info = radiograph.meta.to_dict() | {"min": float(image.min()), "max": float(image.max()),
                                              "mean": round(float(image.mean()), 4)}
-        print(json.dumps(info))
+        print(json.dumps(info, allow_nan=False))
     return status
 
 
@@ -90,7 +92,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
         boxes=Path(args.boxes) if args.boxes else None, link=args.link,
     )
     print(report.summary())
-    return 0
+    return EXIT_ERROR if report.failed else 0
 
 
 def _classifier_config(args: argparse.Namespace):
@@ -236,9 +238,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor(load_bundle(args.model), detection_threshold=args.threshold,
                           min_confidence=args.min_confidence, runtime=args.runtime,
                           review_detection_score=args.review_detection_score)
-    paths = expand_inputs(args.paths)
+    paths, input_problems = expand_inputs(args.paths)
+    for problem in input_problems:
+        print(f"drustage: error: {printable(problem)}", file=sys.stderr)
     if not paths:
-        raise CommandError(f"no radiographs found in {' '.join(args.paths)}")
+        raise CommandError(f"no radiographs found in {printable(' '.join(args.paths))}")
     boxes = None
     if args.boxes:
         from drustage.data.annotations import read_boxes
@@ -251,13 +255,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         r, u = report["radius"], report["ulna"]
         flag = "  REVIEW: " + "; ".join(report["review_reasons"]) if report["needs_review"] else ""
         rule = (report["guidance"] or {}).get("rule", "no guidance")
-        print(f"{report['source']}: radius {r['prediction']} ({r['phase']}), ulna {u['prediction']} "
+        print(f"{printable(report['source'])}: radius {r['prediction']} ({r['phase']}), ulna {u['prediction']} "
               f"({u['phase']}) -> {rule}{flag}")
     print(f"wrote {len(reports)} result(s) and summary.csv to {args.out}")
-    for failure in failures:
-        print(f"drustage: error: {failure}", file=sys.stderr)
+    failures = input_problems + failures
+    for failure in failures[len(input_problems):]:
+        print(f"drustage: error: {printable(failure)}", file=sys.stderr)
     if failures:
-        print(f"drustage: {len(failures)} of {len(paths)} input(s) failed", file=sys.stderr)
+        print(f"drustage: {len(failures)} of {len(paths) + len(input_problems)} input(s) failed", file=sys.stderr)
         return EXIT_ERROR
     return 0
 
@@ -359,17 +364,33 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    import os
+    import secrets
+
     import uvicorn
 
     from drustage.service.app import ServiceConfig, create_app
+    from drustage.service.guard import LOOPBACK_NAMES, is_loopback
 
+    token = os.environ.get("DRUSTAGE_TOKEN") or None
+    hosts = (*LOOPBACK_NAMES, *(h.lower() for h in args.allow_host or ()))
+    if not is_loopback(args.host):
+        token = token or secrets.token_urlsafe(24)
+        print(f"drustage: warning: listening on {args.host}, beyond this machine: every request needs the access "
+              "token (set DRUSTAGE_TOKEN to choose it); put TLS in front of it (a reverse proxy) on a network",
+              file=sys.stderr)
+        if not args.allow_host:
+            print("drustage: warning: no --allow-host given: only requests naming localhost are answered",
+                  file=sys.stderr)
     config = ServiceConfig(model=Path(args.model), label_dir=Path(args.label_dir) if args.label_dir else None,
                            max_upload_bytes=args.max_upload_mb << 20, detection_threshold=args.threshold,
                            review_detection_score=args.review_detection_score, inference_slots=args.slots,
-                           runtime=args.runtime)
+                           runtime=args.runtime, allowed_hosts=hosts, token=token)
     app = create_app(config)
-    print(f"drustage: serving {args.model} on http://{args.host}:{args.port}/ (API docs at /docs)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
+    query = f"?token={token}" if token else ""
+    print(f"drustage: serving {args.model} on http://{args.host}:{args.port}/{query} (API docs at /docs)")
+    # no access log: request paths carry result and image ids
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info", access_log=False)
     return 0
 
 
@@ -585,6 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", required=True, help="bundle directory or .zip")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--allow-host", action="append", metavar="NAME",
+                       help="a host name the page is reached by, beside localhost (repeat for more)")
     serve.add_argument("--label-dir", help="folder of radiographs (or a drustage dataset) to label in the page")
     serve.add_argument("--max-upload-mb", type=int, default=64, help="largest upload accepted")
     serve.add_argument("--threshold", type=float, default=0.5, help="detection score below which a bone is missing")
@@ -615,7 +638,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except (CommandError, ValueError, OSError, RuntimeError) as error:
         # Library errors carry the file and the problem in one line.
-        print(f"drustage: error: {error}", file=sys.stderr)
+        print(f"drustage: error: {printable(' '.join(str(error).split()))}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as error:  # a bug: still one line, never a traceback at the user
+        print(f"drustage: error: internal error ({type(error).__name__}: {printable(error)}); please report it",
+              file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("drustage: interrupted", file=sys.stderr)

@@ -109,7 +109,7 @@ def prepare_real(out: Path, real: Path, boxes: Path, log=print, name: str = "rea
     few of them carry both boxes to train on."""
     from drustage.data.importer import import_dataset
     from drustage.data.layout import read_dataset
-    from drustage.pipeline import file_sha256
+    from drustage.io_utils import file_sha256
     from drustage.training.detector import boxed_records
 
     settings = {"real": str(real.resolve()), "boxes_sha256": file_sha256(boxes)}
@@ -280,7 +280,7 @@ def prepare_aged(out: Path, real: Path, log=print, limit: int | None = None):
     detector, and their split by image id."""
     from drustage.data.aged_films import default_split_file, read_split, shared_aged_films
     from drustage.data.layout import read_dataset
-    from drustage.pipeline import file_sha256
+    from drustage.io_utils import file_sha256
     from drustage.training.aged import detect_aged_films, image_id_splits
 
     films = shared_aged_films(real)

@@ -12,9 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
+from drustage.io_utils import printable
+
 # Largest image accepted, in pixels: real hand radiographs are under 20 Mpx; this stops
 # decompression bombs long before memory runs out.
 MAX_PIXELS = 80_000_000
+# Longest side over shortest: a hand film is under 2; a 16000x32 strip costs gigabytes downstream.
+MAX_ASPECT = 8.0
+# A deflated DICOM may inflate to at most this many bytes (the pixel limit at 16 bits, plus headers).
+MAX_INFLATED_BYTES = 2 * MAX_PIXELS + (16 << 20)
 _DICOM_MAGIC_OFFSET = 128
 DICOM_MAGIC_END = _DICOM_MAGIC_OFFSET + 4  # bytes to read to see the DICOM magic
 
@@ -24,8 +30,8 @@ class RadiographError(ValueError):
 
     def __init__(self, path: Path | str, problem: str):
         self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+        self.problem = printable(" ".join(str(problem).split()))  # one line, whatever a decoder said
+        super().__init__(f"{printable(self.path)}: {self.problem}")
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,24 @@ def load_radiograph(path: str | Path) -> Radiograph:
         raise RadiographError(path, f"cannot decode image ({type(error).__name__}: {error})") from None
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) of a radiograph from its header, without decoding the pixels; raises
+    ``RadiographError`` when the file is not an image."""
+    path = Path(path)
+    try:
+        if is_dicom(path):
+            import pydicom
+
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
+            return int(ds.Rows), int(ds.Columns)
+        from PIL import Image
+
+        with Image.open(path) as image:
+            return image.size[1], image.size[0]
+    except Exception as error:
+        raise RadiographError(path, f"cannot read the image size ({type(error).__name__}: {error})") from None
+
+
 def _check_size(path: Path, height: int, width: int) -> None:
     if height <= 0 or width <= 0:
         raise RadiographError(path, f"zero-size image ({width}x{height})")
@@ -94,6 +118,14 @@ def _check_size(path: Path, height: int, width: int) -> None:
         )
     if min(height, width) < 32:
         raise RadiographError(path, f"image of {width}x{height} pixels is too small for a radiograph")
+    if max(height, width) > MAX_ASPECT * min(height, width):
+        raise RadiographError(path, f"image of {width}x{height} pixels is a strip (sides more than "
+                                    f"{MAX_ASPECT:g} to 1), not a radiograph")
+
+
+def _check_finite(path: Path, values: np.ndarray) -> None:
+    if not np.isfinite(values).all():
+        raise RadiographError(path, "pixel values include NaN or infinity")
 
 
 def window_percentiles(values: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
@@ -105,6 +137,12 @@ def window_percentiles(values: np.ndarray, low: float = 0.5, high: float = 99.5)
     return np.clip((values.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)
 
 
+def is_dicom_without_preamble(head: bytes) -> bool:
+    """Whether a file's first bytes are a DICOM stream written without its 128-byte preamble: a
+    group 0002 or 0008 element in explicit VR little endian (tag, then a two-letter VR)."""
+    return len(head) >= 6 and head[:2] in (b"\x02\x00", b"\x08\x00") and head[4:6].isalpha() and head[4:6].isupper()
+
+
 def _load_pillow(path: Path) -> Radiograph:
     from PIL import Image, UnidentifiedImageError
 
@@ -113,6 +151,10 @@ def _load_pillow(path: Path) -> Radiograph:
         try:
             opened = Image.open(path)
         except UnidentifiedImageError:
+            with open(path, "rb") as handle:
+                head = handle.read(6)
+            if is_dicom_without_preamble(head):
+                return _load_dicom(path, force=True)
             raise RadiographError(path, "not an image (unrecognised format)") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise RadiographError(path, "image exceeds the decompression-bomb pixel limit") from None
@@ -127,12 +169,15 @@ def _load_pillow(path: Path) -> Radiograph:
         except OSError as error:
             raise RadiographError(path, f"truncated or corrupt image data ({error})") from None
         mode = image.mode
+        if mode == "1":
+            raise RadiographError(path, "1-bit (black and white) image: a radiograph needs grey levels")
         if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
             raw = np.asarray(image)
             bit_depth = 16 if mode.startswith("I;16") else 32
+            _check_finite(path, raw)
             pixels = window_percentiles(raw)
         else:
-            if mode not in ("L", "1"):
+            if mode != "L":
                 image = image.convert("L")
             raw = np.asarray(image)
             bit_depth = 8
@@ -147,13 +192,66 @@ def _load_pillow(path: Path) -> Radiograph:
     return Radiograph(np.ascontiguousarray(pixels, dtype=np.float32), meta)
 
 
-def _load_dicom(path: Path) -> Radiograph:
+def _check_inflated_size(path: Path) -> None:
+    """Refuse a deflated DICOM that inflates past ``MAX_INFLATED_BYTES``, counted in a stream
+    before pydicom inflates it all into memory."""
+    import zlib
+
+    from pydicom.filereader import read_preamble, _read_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    with open(path, "rb") as handle:
+        try:
+            read_preamble(handle, force=True)
+            meta = _read_file_meta_info(handle)
+        except Exception:  # no readable file meta: pydicom's own reading reports it
+            return
+        if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+            return
+        inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+        while block := handle.read(1 << 20):
+            try:
+                total += len(inflater.decompress(block, MAX_INFLATED_BYTES + 1 - total))
+            except zlib.error as error:
+                raise RadiographError(path, f"corrupt deflated DICOM ({error})") from None
+            while inflater.unconsumed_tail and total <= MAX_INFLATED_BYTES:
+                total += len(inflater.decompress(inflater.unconsumed_tail, MAX_INFLATED_BYTES + 1 - total))
+            if total > MAX_INFLATED_BYTES:
+                raise RadiographError(path, f"deflated DICOM inflates past the {MAX_INFLATED_BYTES >> 20} MiB limit")
+
+
+def _check_pixel_data_length(path: Path, ds) -> None:
+    """Uncompressed pixel data must hold what Rows x Columns x samples x bits say (else the image
+    would be read garbled, or silently cut)."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and syntax.is_compressed:
+        return
+    expected = (int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1)
+                * int(ds.get("BitsAllocated", 16) or 16) + 7) // 8
+    actual = len(ds.PixelData)
+    if actual not in (expected, expected + 1):  # odd lengths are padded to even
+        raise RadiographError(path, f"DICOM pixel data holds {actual} bytes, but Rows, Columns and BitsAllocated "
+                                    f"need {expected}")
+
+
+def _pixel_spacing(ds) -> tuple[float, float] | None:
+    """(row, column) spacing in mm when the file gives two positive finite values, else None."""
+    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+    try:
+        row, column = (float(v) for v in spacing)
+    except (TypeError, ValueError):
+        return None
+    return (row, column) if all(np.isfinite(v) and v > 0 for v in (row, column)) else None
+
+
+def _load_dicom(path: Path, force: bool = False) -> Radiograph:
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut
 
+    _check_inflated_size(path)
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(path, force=force)
     except InvalidDicomError as error:
         raise RadiographError(path, f"invalid DICOM ({error})") from None
     if "PixelData" not in ds:
@@ -163,6 +261,7 @@ def _load_dicom(path: Path) -> Radiograph:
         raise RadiographError(path, f"multi-frame DICOM ({frames} frames); expected one image")
     rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
     _check_size(path, rows, cols)
+    _check_pixel_data_length(path, ds)
     try:
         raw = ds.pixel_array
     except Exception as error:  # missing codec plugins, corrupt fragments
@@ -173,17 +272,18 @@ def _load_dicom(path: Path) -> Radiograph:
     if raw.ndim == 3:  # colour secondary capture: luminance only
         pixels = window_percentiles(raw[..., :3].astype(np.float32) @ _LUMA)
     else:
-        pixels = _apply_dicom_window(apply_modality_lut(raw, ds).astype(np.float32), ds)
+        values = apply_modality_lut(raw, ds).astype(np.float32)
+        _check_finite(path, values)  # e.g. a RescaleSlope of NaN
+        pixels = _apply_dicom_window(values, ds)
     if photometric == "MONOCHROME1":
         pixels = 1.0 - pixels
-    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
     laterality = ds.get("ImageLaterality") or ds.get("Laterality")
     meta = RadiographMeta(
         source=path.name,
         format="dicom",
         original_size=(rows, cols),
         bit_depth=int(ds.get("BitsStored", ds.get("BitsAllocated", 16))),
-        pixel_spacing_mm=(float(spacing[0]), float(spacing[1])) if spacing else None,
+        pixel_spacing_mm=_pixel_spacing(ds),
         laterality=str(laterality).upper() if laterality in ("L", "R", "l", "r") else None,
         photometric=photometric if photometric.startswith("MONOCHROME") else "MONOCHROME2",
     )

@@ -18,7 +18,7 @@ import torch
 
 from drustage.bundle import Bundle, BundleError
 from drustage.data.crops import CROP_SIZE
-from drustage.io_utils import atomic_path, atomic_write_text, read_json
+from drustage.io_utils import atomic_path, atomic_write_text, file_sha256, read_json
 from drustage.stages import BONES
 from drustage.training.detector import Detector
 
@@ -58,6 +58,7 @@ def export_onnx(bundle: Bundle, out: str | Path | None = None) -> Path:
         _export(classifier, (torch.rand(2, 1, *CROP_SIZE),), out / ONNX_FILES[bone], ["crops"], ["logits"],
                 {"crops": [0], "logits": [0]})
     manifest = {"bundle_fingerprint": bundle.fingerprint, "opset": OPSET, "files": ONNX_FILES,
+                "sha256": {part: file_sha256(out / name) for part, name in ONNX_FILES.items()},
                 "detector_max_side": side, "torch": torch.__version__}
     atomic_write_text(out / ONNX_MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return out
@@ -114,10 +115,17 @@ def load_onnx_models(bundle: Bundle, threshold: float = 0.5, folder: str | Path 
     if not manifest_path.is_file():
         raise BundleError(f"{folder}: no ONNX export of this bundle (run: drustage export-onnx {bundle.source})")
     manifest = read_json(manifest_path, BundleError)
-    if manifest.get("bundle_fingerprint") != bundle.fingerprint:
+    if not isinstance(manifest, dict) or manifest.get("bundle_fingerprint") != bundle.fingerprint:
         raise BundleError(f"{folder}: ONNX export is of another bundle version (re-run drustage export-onnx)")
     missing = [name for name in ONNX_FILES.values() if not (folder / name).is_file()]
     if missing:
         raise BundleError(f"{folder}: ONNX export lacks {', '.join(missing)}")
-    detector = OnnxDetector(folder / ONNX_FILES["detector"], manifest["detector_max_side"], threshold, threads)
+    hashes = manifest.get("sha256")
+    for part, name in ONNX_FILES.items():
+        if not isinstance(hashes, dict) or file_sha256(folder / name) != hashes.get(part):
+            raise BundleError(f"{folder / name}: not the {part} network this export recorded (re-run drustage export-onnx)")
+    side = manifest.get("detector_max_side")
+    if not isinstance(side, int) or not 64 <= side <= 4096:
+        raise BundleError(f"{manifest_path}: detector_max_side must be a whole number of pixels, got {side!r}")
+    detector = OnnxDetector(folder / ONNX_FILES["detector"], side, threshold, threads)
     return detector, {bone: OnnxClassifier(folder / ONNX_FILES[bone], threads) for bone in BONES}

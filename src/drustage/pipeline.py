@@ -12,17 +12,18 @@ the stage is the most probable one inside that phase, so stage, phase and guidan
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from drustage.bundle import Bundle
+from drustage.bundle import Bundle, check_member
 from drustage.data.crops import crop_region, needs_mirror
+from drustage.data.layout import checked_box
 from drustage.growth import PatientInfo, discordance, implausible_for_age, mean_age_at
 from drustage.imaging import Radiograph
+from drustage.io_utils import file_sha256, printable
 from drustage.stages import BONES, PHASES, ClassScheme, Stage, bracing_guidance
 
 REPORT_VERSION = 1
@@ -61,14 +62,6 @@ class StageReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def infer_laterality(boxes: dict[str, list[float] | None]) -> str | None:
@@ -120,7 +113,7 @@ class TorchClassifier:
     def __init__(self, checkpoint: str | Path):
         from drustage.training.classifier import load_classifier
 
-        model, _ = load_classifier(checkpoint)
+        model, self.payload = load_classifier(checkpoint)
         self.model = model.to(memory_format=torch.channels_last)
 
     def probabilities(self, crops: np.ndarray) -> np.ndarray:
@@ -160,6 +153,8 @@ class Predictor:
         else:
             self.detector = Detector(bundle.path("detector"), detection_threshold)
             self.classifiers = {bone: TorchClassifier(bundle.path(bone)) for bone in BONES}
+            for bone, classifier in self.classifiers.items():
+                check_member(bundle, bone, classifier.payload)
         self.schemes = {bone: scheme_from_dict(bundle.manifest[bone]["scheme"]) for bone in BONES}
         self.min_confidence = min_confidence
         self.review_detection_score = (REVIEW_DETECTION_SCORE if review_detection_score is None
@@ -202,7 +197,9 @@ class Predictor:
         if boxes is None:
             boxes = {bone: list(d.box) for bone, d in detections.items() if d.box is not None}
         else:
-            boxes = {bone: list(box) for bone, box in boxes.items()}
+            height, width = image.shape
+            boxes = {bone: list(checked_box(box, width, height, f"{radiograph.meta.source}: {bone} box"))
+                     for bone, box in boxes.items()}
         reasons: list[str] = []
         laterality, laterality_source = radiograph.meta.laterality, "metadata"
         if laterality is None:
@@ -284,21 +281,39 @@ def _stage_or_phase(result: BoneResult) -> str:
     return result.prediction if result.scheme == "stage" else result.phase
 
 
-def expand_inputs(paths: list[str | Path]) -> list[Path]:
-    """Files as given; folders (a DICOM series, an export) expand to the images inside them."""
+def expand_inputs(paths: list[str | Path]) -> tuple[list[Path], list[str]]:
+    """Files as given; folders (a DICOM series, an export) expand to the images inside them.
+    Returns the files and one line per folder that holds none (the batch goes on without it)."""
     from drustage.data.labels import list_images
 
     files: list[Path] = []
+    problems: list[str] = []
     for path in map(Path, paths):
-        files.extend(list_images(path) if path.is_dir() else [path])
-    return files
+        if path.is_dir():
+            try:
+                files.extend(list_images(path))
+            except ValueError as error:
+                problems.append(str(error))
+        else:
+            files.append(path)
+    return files, problems
+
+
+# Output names stay well inside the usual 255-byte file-name limit with their suffixes.
+MAX_STEM_CHARS = 120
+
+
+def spreadsheet_safe(text: str) -> str:
+    """A cell a spreadsheet shows as text: one starting like a formula (``=``, ``+``, ``-``,
+    ``@``, tab, return) gets a leading apostrophe (OWASP's CSV-injection advice)."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def _unique_stems(paths: list[Path]) -> list[str]:
     """Output names per input; two inputs with one name in different folders get distinct stems."""
     stems, used = [], set()
     for path in paths:
-        stem = path.stem
+        stem = path.stem[:MAX_STEM_CHARS]
         while stem in used:
             stem += "_"
         used.add(stem)
@@ -347,8 +362,8 @@ def _start_worker(source: str, settings: dict, threads: int) -> None:
 def _worker_task(task) -> dict | str:
     try:
         return predict_file(_worker_predictor, *task)
-    except ValueError as error:
-        return str(error)
+    except (ValueError, OSError) as error:  # one bad item (unreadable, bad box, unwritable name): the batch goes on
+        return printable(str(error))
 
 
 def predict_files(predictor: Predictor, paths: list[Path], out: str | Path, gradcam: bool = False,
@@ -377,7 +392,7 @@ def predict_files(predictor: Predictor, paths: list[Path], out: str | Path, grad
     for path, stem in zip(paths, _unique_stems(paths)):
         given = None if boxes is None else boxes.get(path.name)
         if boxes is not None and given is None:
-            failures.append(f"{path}: no boxes given for this file")
+            failures.append(f"{printable(path)}: no boxes given for this file")
             continue
         tasks.append((path, stem, out, gradcam, given, (patients or {}).get(path.name)))
     bar = tqdm(total=len(tasks), desc="predict", unit="img", disable=not progress or len(tasks) < 2)
@@ -393,8 +408,8 @@ def predict_files(predictor: Predictor, paths: list[Path], out: str | Path, grad
         for task in tasks:
             try:
                 outcomes.append(predict_file(predictor, *task))
-            except ValueError as error:
-                outcomes.append(str(error))
+            except (ValueError, OSError) as error:
+                outcomes.append(printable(str(error)))
             bar.update()
     bar.close()
     reports = [o for o in outcomes if isinstance(o, dict)]
@@ -406,7 +421,7 @@ def predict_files(predictor: Predictor, paths: list[Path], out: str | Path, grad
     writer.writeheader()
     for report in reports:
         writer.writerow({
-            "source": report["source"],
+            "source": spreadsheet_safe(report["source"]),
             **{f"{b}_{k}": report[b][k] for b in BONES for k in ("prediction", "phase", "confidence")},
             "guidance": (report["guidance"] or {}).get("rule", ""),
             "needs_review": report["needs_review"], "review_reasons": "; ".join(report["review_reasons"]),

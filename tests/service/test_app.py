@@ -12,7 +12,8 @@ from PIL import Image
 from drustage.bundle import load_bundle
 from drustage.data.layout import read_dataset
 from drustage.imaging import load_radiograph
-from drustage.pipeline import Predictor, file_sha256
+from drustage.io_utils import file_sha256
+from drustage.pipeline import Predictor
 from drustage.stages import BONES
 
 
@@ -114,7 +115,8 @@ def test_upload_size_limit(trained, tmp_path):
     big = tmp_path / "big.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 65535, (1200, 1000), dtype=np.uint16)).save(big)
     assert big.stat().st_size > 1 << 20
-    with TestClient(create_app(ServiceConfig(model=trained[1], max_upload_bytes=1 << 20))) as small_client:
+    with TestClient(create_app(ServiceConfig(model=trained[1], max_upload_bytes=1 << 20)),
+                    base_url="http://localhost") as small_client:
         response = _post(small_client, big)
     assert response.status_code == 413 and "1 MiB" in response.json()["detail"]
 
@@ -195,6 +197,6 @@ def test_labelling_off_without_a_folder(trained):
 
     from drustage.service.app import ServiceConfig, create_app
 
-    with TestClient(create_app(ServiceConfig(model=trained[1]))) as plain:
+    with TestClient(create_app(ServiceConfig(model=trained[1])), base_url="http://localhost") as plain:
         response = plain.get("/v1/labelling/items")
     assert response.status_code == 404 and "--label-dir" in response.json()["detail"]

@@ -9,7 +9,9 @@ from pathlib import Path
 
 from drustage.data.annotations import read_boxes
 from drustage.data.labels import list_images, match_labels, read_label_sheet
-from drustage.data.layout import DatasetError, Record, write_labels, write_manifest
+from drustage.data.layout import DatasetError, Record, checked_box, write_labels, write_manifest
+from drustage.imaging import RadiographError, image_size
+from drustage.io_utils import printable
 from drustage.stages import BONES, parse_stage
 
 
@@ -21,6 +23,12 @@ class ImportReport:
     unlabelled_files: list[str] = field(default_factory=list)
     duplicate_keys: list[str] = field(default_factory=list)
     boxes_without_image: list[str] = field(default_factory=list)
+    unreadable_files: list[str] = field(default_factory=list)  # one line each, not imported
+    bad_boxes: list[str] = field(default_factory=list)  # one line each, the box left out
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.unreadable_files or self.bad_boxes)
 
     def summary(self) -> str:
         lines = [f"wrote {self.records} radiographs to {self.out}"]
@@ -32,6 +40,8 @@ class ImportReport:
             lines.append(f"{len(self.duplicate_keys)} duplicate key(s) skipped: {_brief(self.duplicate_keys)}")
         if self.boxes_without_image:
             lines.append(f"{len(self.boxes_without_image)} box entries name no image: {_brief(self.boxes_without_image)}")
+        lines += [f"not imported: {line}" for line in self.unreadable_files]
+        lines += [f"box left out: {line}" for line in self.bad_boxes]
         return "\n".join(lines)
 
 
@@ -78,6 +88,17 @@ def import_dataset(images: Path, out: Path, labels: Path | None = None, key: lis
     records = []
     (out / "images").mkdir(parents=True, exist_ok=True)
     for index, path in enumerate(files):
+        try:
+            height, width = image_size(path)
+        except RadiographError as error:
+            report.unreadable_files.append(str(error))
+            continue
+        checked = {}
+        for bone, box in box_table.get(path.name, {}).items():
+            try:
+                checked[bone] = checked_box(box, width, height, f"{printable(path.name)}: {bone} box")
+            except DatasetError as error:
+                report.bad_boxes.append(str(error))
         row = rows.get(path, {})
         where = f"{labels} ({path.name})"
         stages = {}
@@ -98,7 +119,7 @@ def import_dataset(images: Path, out: Path, labels: Path | None = None, key: lis
             image_id=image_id, file=relative,
             laterality=laterality if laterality in ("L", "R") else None,
             sex=str(row.get("sex", "")).strip().upper() or None,
-            stages=stages, boxes=dict(box_table.get(path.name, {})),
+            stages=stages, boxes=checked,
         ))
     write_labels(out, records)
     write_manifest(out, source="drustage import", images=str(images.name),

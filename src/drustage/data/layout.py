@@ -19,10 +19,11 @@ import csv
 import io
 import json
 import math
+import numbers
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from drustage.io_utils import atomic_write_text, read_json
+from drustage.io_utils import atomic_write_text, printable, read_json
 from drustage.stages import BONES, Bone, Stage, parse_stage
 
 FORMAT_NAME = "drustage-dataset"
@@ -37,6 +38,38 @@ Box = tuple[float, float, float, float]
 
 class DatasetError(ValueError):
     """A dataset on disk is missing or malformed; the message names the file and the problem."""
+
+
+# A box narrower or lower than this (pixels) frames no bone; one reaching further than this share
+# of the image beyond its edge is not a box on it (a drawn box may overhang the edge a little).
+MIN_BOX_SIDE = 4.0
+BOX_OVERHANG = 0.05
+
+
+def checked_box(box, width: int | None, height: int | None, where: str) -> Box:
+    """``box`` as four finite floats ``x1 < x2, y1 < y2`` of at least ``MIN_BOX_SIDE`` pixels, and,
+    when the image size is known, on the image (clipped to it). Raises ``DatasetError`` naming
+    ``where`` otherwise: a string, a boolean, infinity or a box off the image never goes further."""
+    try:
+        values = list(box)
+    except TypeError:
+        raise DatasetError(f"{where}: expected [x1, y1, x2, y2], got {printable(box)!s:.80}") from None
+    if len(values) != 4 or any(isinstance(v, bool) or not isinstance(v, numbers.Real) for v in values):
+        raise DatasetError(f"{where}: expected four numbers [x1, y1, x2, y2], got {printable(values)!s:.80}")
+    x1, y1, x2, y2 = (float(v) for v in values)
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        raise DatasetError(f"{where}: coordinates must be finite numbers")
+    if x2 - x1 < MIN_BOX_SIDE or y2 - y1 < MIN_BOX_SIDE:
+        raise DatasetError(f"{where}: [{x1:g}, {y1:g}, {x2:g}, {y2:g}] needs x1 < x2 and y1 < y2, "
+                           f"at least {MIN_BOX_SIDE:g} pixels apart")
+    if width is not None and height is not None:
+        dx, dy = BOX_OVERHANG * width, BOX_OVERHANG * height
+        if x1 < -dx or y1 < -dy or x2 > width + dx or y2 > height + dy:
+            raise DatasetError(f"{where}: [{x1:g}, {y1:g}, {x2:g}, {y2:g}] lies outside the {width}x{height} image")
+        x1, y1, x2, y2 = max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height))
+        if x2 - x1 < MIN_BOX_SIDE or y2 - y1 < MIN_BOX_SIDE:
+            raise DatasetError(f"{where}: the box barely touches the {width}x{height} image")
+    return (x1, y1, x2, y2)
 
 
 @dataclass(frozen=True)
@@ -116,10 +149,7 @@ def _row_to_record(row: dict[str, str], where: str) -> Record:
                 raise DatasetError(f"{where}: {error}") from None
         coords = [_optional_float(row.get(f"{bone}_{c}") or "", f"{where} {bone}_{c}") for c in ("x1", "y1", "x2", "y2")]
         if all(c is not None for c in coords):
-            x1, y1, x2, y2 = coords  # type: ignore[misc]
-            if not (x2 > x1 and y2 > y1):
-                raise DatasetError(f"{where}: {bone} box {coords} has no area")
-            boxes[bone] = (x1, y1, x2, y2)
+            boxes[bone] = checked_box(coords, None, None, f"{where}: {bone} box")
         elif any(c is not None for c in coords):
             raise DatasetError(f"{where}: {bone} box is incomplete")
     laterality = (row.get("laterality") or "").strip().upper() or None
@@ -130,8 +160,10 @@ def _row_to_record(row: dict[str, str], where: str) -> Record:
                   stages, boxes)
 
 
-def read_dataset(root: str | Path) -> Dataset:
-    """Read a dataset directory; raises ``DatasetError`` naming the file and problem."""
+def read_dataset(root: str | Path, problems: list[str] | None = None) -> Dataset:
+    """Read a dataset directory; raises ``DatasetError`` naming the file and problem. With a
+    ``problems`` list, a malformed row is skipped and its one-line reason appended instead
+    (a labelling folder with one bad row stays usable)."""
     root = Path(root)
     labels = root / LABELS_FILE
     if not root.is_dir():
@@ -147,7 +179,14 @@ def read_dataset(root: str | Path) -> Dataset:
         missing = {"image_id", "file"} - set(reader.fieldnames or ())
         if missing:
             raise DatasetError(f"{labels}: missing column(s) {', '.join(sorted(missing))}")
-        records = [_row_to_record(row, f"{labels} line {i + 2}") for i, row in enumerate(reader)]
+        records = []
+        for i, row in enumerate(reader):
+            try:
+                records.append(_row_to_record(row, f"{labels} line {i + 2}"))
+            except DatasetError as error:
+                if problems is None:
+                    raise
+                problems.append(str(error))
     if not records:
         raise DatasetError(f"{labels}: no radiographs listed")
     seen: set[str] = set()

@@ -20,14 +20,16 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from fastapi import Body, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import Body, FastAPI, File, Form, HTTPException, Query, UploadFile
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from drustage.bundle import load_bundle
-from drustage.imaging import DICOM_MAGIC_END, Radiograph, RadiographError, has_dicom_magic, load_radiograph, to_uint8
+from drustage.service.guard import LOOPBACK_NAMES, Guard, GuardConfig
+from drustage.imaging import (DICOM_MAGIC_END, Radiograph, RadiographError, has_dicom_magic, is_dicom_without_preamble,
+                              load_radiograph, to_uint8)
 from drustage.stages import BONES
 
 RESULT_ID = r"^[0-9a-f]{32}$"
@@ -47,6 +49,8 @@ class ServiceConfig:
     max_results: int = 64  # predictions kept for the overlay and crop endpoints
     inference_slots: int = 1
     runtime: str = "torch"
+    allowed_hosts: tuple[str, ...] = LOOPBACK_NAMES  # Host header names accepted
+    token: str | None = None  # required of every request when set
 
 
 @dataclass
@@ -62,7 +66,7 @@ def sniff_format(head: bytes) -> str | None:
     for magic, name in _MAGIC:
         if head.startswith(magic):
             return name
-    return "dicom" if has_dicom_magic(head) else None
+    return "dicom" if has_dicom_magic(head) or is_dicom_without_preamble(head) else None
 
 
 def display_image(image: np.ndarray) -> tuple[np.ndarray, float]:
@@ -151,7 +155,7 @@ def _links(result_id: str) -> dict:
 def _load_upload(source, limit: int) -> tuple[Radiograph, str]:
     """Copy an uploaded file object to a server-named temporary file (size limit, known format
     checked from the first bytes) and load it. Runs in a worker thread: it blocks on disk."""
-    from drustage.pipeline import file_sha256
+    from drustage.io_utils import file_sha256
 
     with tempfile.TemporaryDirectory(prefix="drustage-upload-") as folder:
         target = Path(folder) / UPLOAD_NAME
@@ -180,20 +184,26 @@ def create_app(config: ServiceConfig) -> FastAPI:
     engine = Engine(config)
     store = LabelStore(config.label_dir) if config.label_dir is not None else None
     static = resources.files("drustage.service") / "static"
-    app = FastAPI(title="drustage", version=_version(),
+    import swagger_ui_bundle
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    app = FastAPI(title="drustage", version=_version(), docs_url=None, redoc_url=None,
                   description="Luk distal radius and ulna (DRU) skeletal maturity from hand radiographs: "
                               "decision support for scoliosis bracing, not a diagnosis.")
     app.state.engine = engine
     app.state.labels = store
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    # the API page's script and style are served from here, never from a CDN
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
+    app.add_middleware(Guard, config=GuardConfig(allowed_hosts=config.allowed_hosts, token=config.token,
+                                                 max_body_bytes=config.max_upload_bytes + (1 << 16)))
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > config.max_upload_bytes + (1 << 16):
-            return JSONResponse({"detail": f"upload is larger than the {config.max_upload_bytes >> 20} MiB limit"},
-                                status_code=413)
-        return await call_next(request)
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="drustage API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
 
     @app.get("/", include_in_schema=False)
     def index():

@@ -9,6 +9,7 @@ file atomically, so two tabs saving different images never lose either's work.
 from __future__ import annotations
 
 import fcntl
+import logging
 import threading
 from contextlib import contextmanager
 from dataclasses import replace
@@ -22,13 +23,16 @@ from drustage.data.layout import (
     Box,
     DatasetError,
     Record,
+    checked_box,
     read_dataset,
     write_labels,
     write_manifest,
 )
+from drustage.imaging import RadiographError, image_size
 from drustage.stages import BONES, parse_stage
 
 LOCK_FILE = ".labels.lock"
+log = logging.getLogger(__name__)
 
 
 def is_complete(record: Record) -> bool:
@@ -59,9 +63,21 @@ class LabelStore:
         self.records: dict[str, Record] = {r.image_id: r for r in self._read()}
 
     def _read(self) -> list[Record]:
-        if (self.root / LABELS_FILE).is_file():
-            return list(read_dataset(self.root).records)
-        return _folder_records(self.root)
+        """The folder's records: ``labels.csv`` rows (a malformed row is reported and its image
+        offered again unlabelled, never fatal), then any image no row names."""
+        folder = _folder_records(self.root)
+        if not (self.root / LABELS_FILE).is_file():
+            return folder
+        problems: list[str] = []
+        try:
+            records = list(read_dataset(self.root, problems).records)
+        except DatasetError as error:  # no usable row at all
+            problems.append(str(error))
+            records = []
+        for problem in problems:
+            log.warning("labelling: skipped %s", problem)
+        named, ids = {r.file for r in records}, {r.image_id for r in records}
+        return records + [r for r in folder if r.file not in named and r.image_id not in ids]
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -95,17 +111,17 @@ class LabelStore:
         """
         if image_id not in self.records:
             raise KeyError(image_id)
-        parsed_stages = {bone: parse_stage(code, bone) for bone, code in stages.items() if code}
-        parsed_boxes = {}
-        for bone, box in boxes.items():
-            if box is None:
-                continue
-            x1, y1, x2, y2 = (float(v) for v in box)
-            if not (x2 > x1 and y2 > y1):
-                raise ValueError(f"{bone} box {list(box)} has no area")
-            parsed_boxes[bone] = (x1, y1, x2, y2)
-        if set(parsed_stages) - set(BONES) or set(parsed_boxes) - set(BONES):
+        if set(stages) - set(BONES) or set(boxes) - set(BONES):
             raise ValueError(f"bones must be among {', '.join(BONES)}")
+        parsed_stages = {bone: parse_stage(code, bone) for bone, code in stages.items() if code}
+        height = width = None
+        if any(b is not None for b in boxes.values()):
+            try:
+                height, width = image_size(self.path_of(image_id))
+            except RadiographError as error:  # the problem only: the folder's path stays on the server
+                raise ValueError(f"image {image_id} cannot be read: {error.problem}") from None
+        parsed_boxes = {bone: checked_box(box, width, height, f"{bone} box") for bone, box in boxes.items()
+                        if box is not None}
         if laterality not in (None, "L", "R"):
             raise ValueError(f"laterality must be L, R or empty, got {laterality!r}")
         with self._locked():
