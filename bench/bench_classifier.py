@@ -72,7 +72,8 @@ def main() -> None:
         rate16 = inference_rate(model, crops[:1024], 16, channels_last)
         rate256 = inference_rate(model, crops[:1024], 256, channels_last)
         rows.append((name, f"{seconds:.1f}", f"{rate16:.0f}", f"{rate256:.0f}"))
-    print(f"net7 classifier, {args.crops} crops of 1x128x96, batch 16, {args.threads} threads, torch {torch.__version__}")
+    print(f"net7 classifier, {args.crops} crops of 1x128x96, batch 16, {args.threads} threads, "
+          f"torch {torch.__version__}")
     header = ("variant", "s/epoch (train)", "crops/s (infer, batch 16)", "crops/s (infer, batch 256)")
     print_table(header, rows)
 

@@ -72,7 +72,8 @@ def main() -> None:
     for name in args.recipes:
         overrides, weak = RECIPES[name]
         for bone in ("radius", "ulna"):
-            config = replace(demo_classifier_config(bone), **overrides, **({"epochs": args.epochs} if args.epochs else {}),
+            config = replace(demo_classifier_config(bone), **overrides,
+                             **({"epochs": args.epochs} if args.epochs else {}),
                              **({"epoch_samples": args.epoch_samples} if args.epoch_samples else {}),
                              **({"net": "custom", "conv_spec": args.conv, "fc_spec": args.fc} if args.conv else {}))
             aged = build_aged_crops(aged_dataset, config, splits, workers=2, progress=False)

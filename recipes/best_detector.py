@@ -32,9 +32,9 @@ def best_config(demo_config: dict, real_counts: list[int], start: Path) -> Detec
     """The demo's detector settings (so every dataset splits as it did), continued from its weights."""
     model = DetectorConfig(**demo_config["model"])
     config = DetectorTrainConfig(**{**demo_config, "model": model})
+    real_weights = [REAL_BATCH_SHARE * n / sum(real_counts) for n in real_counts]
     return replace(config, iterations=ITERATIONS, lr=config.lr * LR_SHARE, weights=str(start), warmup=20,
-                   validate_every=ITERATIONS // 3,
-                   dataset_weights=[1 - REAL_BATCH_SHARE, *(REAL_BATCH_SHARE * n / sum(real_counts) for n in real_counts)])
+                   validate_every=ITERATIONS // 3, dataset_weights=[1 - REAL_BATCH_SHARE, *real_weights])
 
 
 def main() -> None:
@@ -66,8 +66,9 @@ def main() -> None:
           f"{'radius IoU':>11} {'ulna IoU':>9}")
     for label, figures in table.items():
         for part, m in figures.items():
-            print(f"{label + ' ' + part:30} {m['n']:>6} {m['radius']['centre_hit_rate']:>15.1%} "
-                  f"{m['ulna']['centre_hit_rate']:>13.1%} {m['radius']['mean_iou']:>11.3f} {m['ulna']['mean_iou']:>9.3f}")
+            radius, ulna = m["radius"], m["ulna"]
+            print(f"{label + ' ' + part:30} {m['n']:>6} {radius['centre_hit_rate']:>15.1%} "
+                  f"{ulna['centre_hit_rate']:>13.1%} {radius['mean_iou']:>11.3f} {ulna['mean_iou']:>9.3f}")
     assemble_bundle(out / "bundle", best, demo / "radius" / "classifier.pt", demo / "ulna" / "classifier.pt")
     print(f"best detector bundle: {out / 'bundle'}")
 

@@ -108,7 +108,8 @@ def _aged_case(quick_dataset, wrong_flagged=True):
         age = 2 + 15 * k / (len(dataset.records) - 1)
         sex = "FM"[k % 2]
         films.append(AgedFilm(path.name, path, sex, age))
-        results = {bone: _bone_result(bone, expected_stage_for_age(bone, age, sex).index) for bone in ("radius", "ulna")}
+        results = {bone: _bone_result(bone, expected_stage_for_age(bone, age, sex).index)
+                   for bone in ("radius", "ulna")}
         flagged = False
         if k in (0, 1):
             results["radius"] = _bone_result("radius", 11, 0.99)

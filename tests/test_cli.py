@@ -76,7 +76,8 @@ def test_import_builds_a_trainable_layout(tmp_path, quick_dataset):
     for i, record in enumerate(source.records[:4]):
         name = f"20240105_{i + 1:04d}.png"
         (images / name).write_bytes(source.path_of(record).read_bytes())
-        rows.append(f"2024-01-05,{i + 1},{record.stages['radius'].code},{record.stages['ulna'].code},{record.laterality}")
+        stages = f"{record.stages['radius'].code},{record.stages['ulna'].code}"
+        rows.append(f"2024-01-05,{i + 1},{stages},{record.laterality}")
         for bone, box in record.boxes.items():
             boxes.append(f"{name},{bone}," + ",".join(f"{v:.1f}" for v in box))
     rows.append("2024-01-06,77,R7,U5,L")

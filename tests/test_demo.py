@@ -9,6 +9,7 @@ from drustage.demo import (MIN_REAL_FILMS, QUICK, combined_detector_metrics, def
 from drustage.training.checkpoint import load_checkpoint
 
 
+@pytest.mark.slow
 def test_quick_demo_end_to_end_and_resume(tmp_path, real_folder_or_none, monkeypatch):
     monkeypatch.setattr("drustage.demo.QUICK", replace(QUICK, detector_lr=0.005))
     messages = []
@@ -16,7 +17,8 @@ def test_quick_demo_end_to_end_and_resume(tmp_path, real_folder_or_none, monkeyp
     report = run_demo(tmp_path / "demo", quick=True, real=real, workers=2, log=messages.append)
     assert load_checkpoint(tmp_path / "demo/detector/detector.pt", "detector")["config"]["lr"] == 0.005
     html = report.read_text()
-    for heading in ("Detector (held-out phantoms", "Classifiers (held-out phantoms)", "Predictions on held-out phantoms",
+    for heading in ("Detector (held-out phantoms", "Classifiers (held-out phantoms)",
+                    "Predictions on held-out phantoms",
                     "Real radiographs"):
         assert heading in html
     sources = re.findall(r'<img src="([^"]+)"', html)

@@ -623,9 +623,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="runs/demo", help="output directory (re-running reuses finished steps)")
     demo.add_argument("--quick", action="store_true", help="a small, fast run (about 2 minutes)")
     demo.add_argument("--real", help="folder of real radiographs to predict on (default: ../shared/data/real)")
-    demo.add_argument("--real-boxes", nargs="+", help="radius/ulna box files on those films for the detector to learn "
-                                                      "from, each a dataset of its own (default: annotations/real/*boxes.csv "
-                                                      "in a source checkout)")
+    demo.add_argument("--real-boxes", nargs="+",
+                      help="radius/ulna box files on those films for the detector to learn from, each a dataset of "
+                           "its own (default: the box files of annotations/real in a source checkout)")
     demo.add_argument("--workers", type=int, help="processes for phantoms and image loading")
     demo.set_defaults(handler=_cmd_demo)
     return parser

@@ -128,9 +128,11 @@ def implausible_for_age(stage: Stage, age: float, sex: str | None) -> str | None
     mean = mean_age_at(stage, sex)
     margin = PLAUSIBLE_AGE_MARGIN_YEARS
     if age < mean - margin and stage.index > 1:
-        return f"{stage.code} is implausible for the patient's age (more than {margin:g} y before the mean age at {stage.code})"
+        return (f"{stage.code} is implausible for the patient's age (more than {margin:g} y before the mean age "
+                f"at {stage.code})")
     if age > mean + margin and stage.index < N_STAGES[stage.bone]:
-        return f"{stage.code} is implausible for the patient's age (more than {margin:g} y after the mean age at {stage.code})"
+        return (f"{stage.code} is implausible for the patient's age (more than {margin:g} y after the mean age "
+                f"at {stage.code})")
     return None
 
 

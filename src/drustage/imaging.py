@@ -143,6 +143,17 @@ def is_dicom_without_preamble(head: bytes) -> bool:
     return len(head) >= 6 and head[:2] in (b"\x02\x00", b"\x08\x00") and head[4:6].isalpha() and head[4:6].isupper()
 
 
+def _check_jpeg_scan(path: Path) -> None:
+    """Pillow decodes a JPEG with corrupt entropy-coded data silently (garbled rows); libjpeg
+    (the DICOM JPEG codec, already a dependency) refuses it, so it checks each JPEG once."""
+    from libjpeg import decode
+
+    try:
+        decode(path.read_bytes())
+    except (RuntimeError, ValueError) as error:
+        raise RadiographError(path, f"corrupt JPEG data ({error})") from None
+
+
 def _load_pillow(path: Path) -> Radiograph:
     from PIL import Image, UnidentifiedImageError
 
@@ -168,6 +179,8 @@ def _load_pillow(path: Path) -> Radiograph:
             image.load()
         except OSError as error:
             raise RadiographError(path, f"truncated or corrupt image data ({error})") from None
+        if fmt == "jpeg":
+            _check_jpeg_scan(path)
         mode = image.mode
         if mode == "1":
             raise RadiographError(path, "1-bit (black and white) image: a radiograph needs grey levels")

@@ -57,6 +57,24 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def load_weights_only(path: str | Path, error: type[Exception] = ValueError):
+    """``torch.load`` with ``weights_only=True`` on CPU; arbitrary, truncated or hostile bytes raise
+    ``error`` with one line naming the file (a pickle that would run code is refused by torch)."""
+    import pickle
+    import struct
+    import zipfile
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, struct.error, RuntimeError, EOFError, ValueError,
+            KeyError, IndexError, TypeError, AttributeError) as problem:  # the unpickler's failures on arbitrary bytes
+        text = str(problem).strip()
+        raise error(f"{path}: not a readable weights file ({text.splitlines()[0] if text else type(problem).__name__})"
+                    ) from None
+
+
 def printable(text: object) -> str:
     """``text`` on one line with control characters escaped (a file name holding a newline or a
     terminal escape is shown, never obeyed)."""

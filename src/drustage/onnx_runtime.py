@@ -123,7 +123,8 @@ def load_onnx_models(bundle: Bundle, threshold: float = 0.5, folder: str | Path 
     hashes = manifest.get("sha256")
     for part, name in ONNX_FILES.items():
         if not isinstance(hashes, dict) or file_sha256(folder / name) != hashes.get(part):
-            raise BundleError(f"{folder / name}: not the {part} network this export recorded (re-run drustage export-onnx)")
+            raise BundleError(f"{folder / name}: not the {part} network this export recorded "
+                              "(re-run drustage export-onnx)")
     side = manifest.get("detector_max_side")
     if not isinstance(side, int) or not 64 <= side <= 4096:
         raise BundleError(f"{manifest_path}: detector_max_side must be a whole number of pixels, got {side!r}")

@@ -231,7 +231,8 @@ class Predictor:
                     if reason:
                         reasons.append(f"{bone}: {reason}")
             results[bone] = result
-        if results["radius"].scheme == results["ulna"].scheme == "stage" and all(r.prediction for r in results.values()):
+        both_staged = results["radius"].scheme == results["ulna"].scheme == "stage"
+        if both_staged and all(r.prediction for r in results.values()):
             reason = discordance(Stage("radius", int(results["radius"].prediction[1:])),
                                  Stage("ulna", int(results["ulna"].prediction[1:])))
             if reason:
@@ -372,9 +373,9 @@ def predict_files(predictor: Predictor, paths: list[Path], out: str | Path, grad
     """Per radiograph ``<stem>.json`` and ``<stem>.overlay.png`` in ``out``, and ``summary.csv``.
 
     ``boxes`` (``{file name: {bone: box}}``, from ``read_boxes``) replaces detection for the
-    files it names; ``patients`` (``{file name: PatientInfo}``) adds the age checks. ``workers`` > 1 runs that many processes, each with its own copy of the
-    models and an equal share of the CPU threads. Bad files are reported and skipped; returns
-    (reports in input order, one-line failures).
+    files it names; ``patients`` (``{file name: PatientInfo}``) adds the age checks. ``workers`` > 1
+    runs that many processes, each with its own copy of the models and an equal share of the CPU
+    threads. Bad files are reported and skipped; returns (reports in input order, one-line failures).
     """
     import csv
     import io

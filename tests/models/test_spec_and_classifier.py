@@ -52,11 +52,12 @@ def test_flattened_size_is_computed_and_init_is_xavier():
         if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
             assert torch.count_nonzero(module.bias) == 0
             fan_in = module.weight[0].numel()
-            fan_out = module.weight.shape[0] * module.weight[0, 0].numel() if module.weight.dim() == 4 else module.weight.shape[0]
+            fan_out = module.weight.shape[0] * (module.weight[0, 0].numel() if module.weight.dim() == 4 else 1)
             bound = math.sqrt(6 / (fan_in + fan_out))
             assert module.weight.abs().max() <= bound + 1e-6
     assert not any(isinstance(m, torch.nn.Dropout) for m in model.modules())
-    assert any(isinstance(m, torch.nn.Dropout) for m in StageClassifier(spec, 3, dropout=0.5, input_size=(64, 48)).modules())
+    network = StageClassifier(spec, 3, dropout=0.5, input_size=(64, 48))
+    assert any(isinstance(m, torch.nn.Dropout) for m in network.modules())
 
 
 def test_conv_layers_use_same_padding_and_pool():

@@ -146,6 +146,16 @@ def file_cases(folder: Path) -> list[FileCase]:
     Image.fromarray(good).save(folder / "good.jpg", quality=90)
     jpeg = (folder / "good.jpg").read_bytes()
     add("JPEG cut in half", 5, "cut.jpg", jpeg[: len(jpeg) // 2], REFUSED)
+    scan = jpeg.find(b"\xff\xda")  # start of scan: the entropy-coded data follows
+    garbled = bytearray(jpeg)
+    for index in range(scan + 40, min(len(jpeg) - 2, scan + 400), 7):
+        garbled[index] = (garbled[index] * 37 + 11) % 255
+    middle = scan + (len(jpeg) - scan) // 2
+    for label, data in (("bytes overwritten", bytes(garbled)),
+                        ("a table marker inside", jpeg[:middle] + b"\xff\xc4" + jpeg[middle:])):
+        add(f"JPEG scan with {label}", 5, f"corrupt-scan-{label.split()[1]}.jpg", data, REFUSED)
+    Image.fromarray(good).save(folder / "progressive.jpg", quality=85, progressive=True)
+    cases.append(FileCase("progressive JPEG", 6, folder / "progressive.jpg", READ))
     # 6: odd but valid files are read; garbage gives one line
     cases.append(FileCase("DICOM with one PixelSpacing value", 6,
                           _dicom(folder / "spacing-one.dcm", PixelSpacing=[0.1]), READ))
@@ -268,8 +278,8 @@ def bundle_cases(bundle: Path, folder: Path) -> list[BundleCase]:
         "wrong format": {**manifest, "format": "other"},
         "version 99": {**manifest, "version": 99},
         "members missing one": {**manifest, "members": {k: v for k, v in manifest["members"].items() if k != "ulna"}},
-        "member hash changed": {**manifest, "members": {**manifest["members"],
-                                                        "detector": {**manifest["members"]["detector"], "sha256": "0"}}},
+        "member hash changed": {**manifest, "members": {
+            **manifest["members"], "detector": {**manifest["members"]["detector"], "sha256": "0"}}},
     }
     for name, content in edits.items():
         target = copy(name.replace(" ", "-"))

@@ -267,3 +267,42 @@ def test_every_broken_bundle_is_refused_in_one_line(trained, tmp_path, monkeypat
         message = str(caught.value)
         assert "\n" not in message and case.says in message, (case.name, message)
     assert not list((tmp_path / "cache").rglob("detector.pt"))  # the bomb left nothing in the cache
+
+
+def test_malformed_box_and_weights_files_give_one_line(tmp_path):
+    import pickle
+
+    from drustage.data.annotations import read_boxes
+    from drustage.data.layout import DatasetError
+    from drustage.models.detector import DetectorConfig, build_detector
+
+    coco = {"categories": [{"id": 1, "name": "radius"}], "images": [{"id": 1, "file_name": "a.png"}]}
+    for name, annotation in {"bbox a string": {"bbox": "abcd"}, "bbox with a string": {"bbox": [1, 2, "3", 4]},
+                             "no bbox": {}, "bbox of booleans": {"bbox": [True, True, True, True]},
+                             "unknown image": {"bbox": [1, 2, 30, 40], "image_id": 9}}.items():
+        path = tmp_path / f"{name.replace(' ', '-')}.json"
+        path.write_text(json.dumps({**coco, "annotations": [{"id": 1, "image_id": 1, "category_id": 1, **annotation}]}))
+        with pytest.raises(DatasetError) as caught:
+            read_boxes(path)
+        assert str(caught.value).startswith(str(path)) and "\n" not in str(caught.value), name
+
+    class Hostile:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    import torch
+
+    good = tmp_path / "good.pt"
+    torch.save(build_detector(DetectorConfig(min_size=64, max_size=64, representation_size=8)).state_dict(), good)
+    weights = {"truncated": good.read_bytes()[:1000], "hostile pickle": pickle.dumps(Hostile()),
+               "text": b"hello", "a list": None}
+    for name, data in weights.items():
+        path = tmp_path / f"{name.replace(' ', '-')}.pt"
+        if data is None:
+            torch.save([1, 2, 3], path)
+        else:
+            path.write_bytes(data)
+        with pytest.raises(ValueError) as caught:
+            build_detector(DetectorConfig(), weights=path)
+        assert str(caught.value).startswith(str(path)) and "\n" not in str(caught.value), name
+    assert not (tmp_path / "pwned").exists()

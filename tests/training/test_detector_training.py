@@ -127,7 +127,8 @@ def test_crop_from_labels_trains_a_classifier(quick_dataset, tmp_path):
     assert len(rows) == 1 + 24 and all(r.endswith(",1.0000") for r in rows[1:])
     from PIL import Image
 
-    assert np.asarray(Image.open(out / "crops/radius" / f"{read_dataset(out).records[0].image_id}.png")).shape == (128, 96)
+    first = read_dataset(out).records[0].image_id
+    assert np.asarray(Image.open(out / "crops/radius" / f"{first}.png")).shape == (128, 96)
     assert main(["train-classifier", str(out), "--out", str(tmp_path / "clf"), "--net", "custom", "--conv", "4c3",
                  "--fc", "8", "--epochs", "1", "--augment", "1", "--val-fraction", "0", "--quiet"]) == 0
 

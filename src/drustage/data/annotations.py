@@ -10,7 +10,7 @@ import csv
 import json
 from pathlib import Path
 
-from drustage.data.layout import Box, DatasetError
+from drustage.data.layout import Box, DatasetError, checked_box
 from drustage.stages import BONES, Bone
 
 BoxTable = dict[str, dict[Bone, Box]]
@@ -24,11 +24,13 @@ def bone_of_label(label: str) -> Bone | None:
     return None
 
 
-def _checked_box(box: tuple[float, float, float, float], where: str) -> Box:
-    x1, y1, x2, y2 = (float(v) for v in box)
-    if not (x2 > x1 and y2 > y1):
-        raise DatasetError(f"{where}: box {[x1, y1, x2, y2]} has no area")
-    return (x1, y1, x2, y2)
+def _box_from_text(values, where: str) -> Box:
+    """Four coordinates written as text (CSV, XML) as a checked box."""
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise DatasetError(f"{where}: box coordinates must be numbers") from None
+    return checked_box(numbers, None, None, where)
 
 
 def _add(table: BoxTable, name: str, bone: Bone, box: Box, where: str) -> None:
@@ -36,6 +38,13 @@ def _add(table: BoxTable, name: str, bone: Bone, box: Box, where: str) -> None:
     if bone in entry:
         raise DatasetError(f"{where}: more than one {bone} box for {name}")
     entry[bone] = box
+
+
+def _coco_corners(bbox) -> list:
+    """COCO's ``[x, y, width, height]`` as ``[x1, y1, x2, y2]`` (non-numbers left for checked_box to refuse)."""
+    x, y, w, h = bbox
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (x, y, w, h))
+    return [x, y, x + w, y + h] if numeric else [x, y, w, h]
 
 
 def read_coco(path: str | Path) -> BoxTable:
@@ -54,9 +63,15 @@ def read_coco(path: str | Path) -> BoxTable:
         bone = bone_of_label(categories.get(ann.get("category_id"), ""))
         if bone is None:
             continue
-        x, y, w, h = ann["bbox"]  # COCO boxes are [x, y, width, height]
-        name = Path(images[ann["image_id"]]).name
-        _add(table, name, bone, _checked_box((x, y, x + w, y + h), f"{path} annotation {ann.get('id')}"), str(path))
+        where = f"{path} annotation {ann.get('id')}"
+        try:
+            box = checked_box(_coco_corners(ann["bbox"]), None, None, where)
+            name = Path(images[ann["image_id"]]).name
+        except (KeyError, TypeError, ValueError) as error:
+            if isinstance(error, DatasetError):
+                raise
+            raise DatasetError(f"{where}: needs an image_id of the file and a bbox [x, y, width, height]") from None
+        _add(table, name, bone, box, str(path))
     return table
 
 
@@ -81,7 +96,7 @@ def read_voc(path: str | Path) -> BoxTable:
                     continue
                 bb = obj.find("bndbox")
                 box = [float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
-                _add(table, name, bone, _checked_box(box, str(file)), str(file))
+                _add(table, name, bone, _box_from_text(box, str(file)), str(file))
         except FileNotFoundError:
             raise DatasetError(f"{file}: VOC file not found") from None
         except (ET.ParseError, AttributeError, TypeError, ValueError) as error:
@@ -107,12 +122,7 @@ def read_box_csv(path: str | Path) -> BoxTable:
             bone = bone_of_label(row["bone"])
             if bone is None:
                 raise DatasetError(f"{path} line {line}: unknown bone {row['bone']!r}")
-            try:
-                box = _checked_box(tuple(row[k] for k in ("x1", "y1", "x2", "y2")), f"{path} line {line}")
-            except ValueError as error:
-                if isinstance(error, DatasetError):
-                    raise
-                raise DatasetError(f"{path} line {line}: box coordinates must be numbers") from None
+            box = _box_from_text([row[k] for k in ("x1", "y1", "x2", "y2")], f"{path} line {line}")
             _add(table, Path(row["file"]).name, bone, box, f"{path} line {line}")
     return table
 

@@ -33,13 +33,15 @@ class ImportReport:
     def summary(self) -> str:
         lines = [f"wrote {self.records} radiographs to {self.out}"]
         if self.unmatched_rows:
-            lines.append(f"{len(self.unmatched_rows)} sheet row(s) matched no image: rows {_brief(self.unmatched_rows)}")
+            lines.append(f"{len(self.unmatched_rows)} sheet row(s) matched no image: "
+                         f"rows {_brief(self.unmatched_rows)}")
         if self.unlabelled_files:
             lines.append(f"{len(self.unlabelled_files)} image(s) have no label row: {_brief(self.unlabelled_files)}")
         if self.duplicate_keys:
             lines.append(f"{len(self.duplicate_keys)} duplicate key(s) skipped: {_brief(self.duplicate_keys)}")
         if self.boxes_without_image:
-            lines.append(f"{len(self.boxes_without_image)} box entries name no image: {_brief(self.boxes_without_image)}")
+            lines.append(f"{len(self.boxes_without_image)} box entries name no image: "
+                         f"{_brief(self.boxes_without_image)}")
         lines += [f"not imported: {line}" for line in self.unreadable_files]
         lines += [f"box left out: {line}" for line in self.bad_boxes]
         return "\n".join(lines)

@@ -59,9 +59,10 @@ def checked_box(box, width: int | None, height: int | None, where: str) -> Box:
     x1, y1, x2, y2 = (float(v) for v in values)
     if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
         raise DatasetError(f"{where}: coordinates must be finite numbers")
+    if x2 <= x1 or y2 <= y1:
+        raise DatasetError(f"{where}: [{x1:g}, {y1:g}, {x2:g}, {y2:g}] has no area (needs x1 < x2 and y1 < y2)")
     if x2 - x1 < MIN_BOX_SIDE or y2 - y1 < MIN_BOX_SIDE:
-        raise DatasetError(f"{where}: [{x1:g}, {y1:g}, {x2:g}, {y2:g}] needs x1 < x2 and y1 < y2, "
-                           f"at least {MIN_BOX_SIDE:g} pixels apart")
+        raise DatasetError(f"{where}: [{x1:g}, {y1:g}, {x2:g}, {y2:g}] is under {MIN_BOX_SIDE:g} pixels wide or high")
     if width is not None and height is not None:
         dx, dy = BOX_OVERHANG * width, BOX_OVERHANG * height
         if x1 < -dx or y1 < -dy or x2 > width + dx or y2 > height + dy:
@@ -147,7 +148,8 @@ def _row_to_record(row: dict[str, str], where: str) -> Record:
                 stages[bone] = parse_stage(text, bone)
             except ValueError as error:
                 raise DatasetError(f"{where}: {error}") from None
-        coords = [_optional_float(row.get(f"{bone}_{c}") or "", f"{where} {bone}_{c}") for c in ("x1", "y1", "x2", "y2")]
+        coords = [_optional_float(row.get(f"{bone}_{c}") or "", f"{where} {bone}_{c}")
+                  for c in ("x1", "y1", "x2", "y2")]
         if all(c is not None for c in coords):
             boxes[bone] = checked_box(coords, None, None, f"{where}: {bone} box")
         elif any(c is not None for c in coords):

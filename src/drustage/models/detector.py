@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from drustage.io_utils import load_weights_only
 from drustage.stages import BONES
 
 LABELS = {bone: i + 1 for i, bone in enumerate(BONES)}  # 1 radius, 2 ulna
@@ -154,8 +155,12 @@ def build_detector(config: DetectorConfig, weights: str | Path | None = None):
         path = Path(weights)
         if not path.is_file():
             raise ValueError(f"{path}: weights file not found")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        missing, unexpected = model.load_state_dict(state.get("state_dict", state), strict=False)
+        state = load_weights_only(path)
+        state = state.get("state_dict", state) if isinstance(state, dict) else None
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except (RuntimeError, TypeError, AttributeError):  # shapes of another network, or no state dict at all
+            missing, unexpected = [], ["(unloadable)"]
         if unexpected or len(missing) == len(model.state_dict()):
             raise ValueError(f"{path}: weights do not fit the {config.backbone} detector")
     return model

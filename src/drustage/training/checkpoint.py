@@ -7,7 +7,7 @@ import platform
 import shutil
 from pathlib import Path
 
-from drustage.io_utils import atomic_path
+from drustage.io_utils import atomic_path, load_weights_only
 
 CHECKPOINT_VERSION = 1
 
@@ -51,20 +51,10 @@ def _first_line(error: Exception) -> str:
 
 def load_checkpoint(path: str | Path, kind: str) -> dict:
     """Load and validate a checkpoint of ``kind`` (``classifier`` or ``detector``) on CPU."""
-    import pickle
-    import struct
-    import zipfile
-
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, struct.error, RuntimeError, EOFError, ValueError,
-            KeyError, IndexError, TypeError) as error:  # the unpickler's failures on arbitrary bytes
-        raise CheckpointError(f"{path}: not a readable drustage checkpoint ({_first_line(error)})") from None
+    payload = load_weights_only(path, CheckpointError)
     if not isinstance(payload, dict) or "format" not in payload:
         raise CheckpointError(f"{path}: not a drustage checkpoint")
     if payload["format"] != f"drustage-{kind}":

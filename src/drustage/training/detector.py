@@ -148,9 +148,9 @@ class DetectionSet(torch.utils.data.Dataset):
         pixels, boxes = self.items[index]
         image = torch.from_numpy(pixels.astype(np.float32) / 255.0)[None]
         bones = [b for b in BONES if b in boxes]
+        corners = torch.tensor([boxes[b] for b in bones], dtype=torch.float32).reshape(-1, 4)
         target = {
-            "boxes": tv_tensors.BoundingBoxes(torch.tensor([boxes[b] for b in bones], dtype=torch.float32).reshape(-1, 4),
-                                              format="XYXY", canvas_size=tuple(image.shape[-2:])),
+            "boxes": tv_tensors.BoundingBoxes(corners, format="XYXY", canvas_size=tuple(image.shape[-2:])),
             "labels": torch.tensor([LABELS[b] for b in bones], dtype=torch.int64),
         }
         image = tv_tensors.Image(image)
@@ -302,7 +302,8 @@ def split_records(dataset: Dataset, config: DetectorTrainConfig,
     """Seeded train/validation/test split of the boxed radiographs of dataset ``index``."""
     records = boxed_records(dataset)
     if len(records) < 3:
-        raise ValueError(f"{dataset.root}: need at least 3 radiographs with radius and ulna boxes, found {len(records)}")
+        raise ValueError(f"{dataset.root}: need at least 3 radiographs with radius and ulna boxes, "
+                         f"found {len(records)}")
     order = np.random.default_rng(config.seed).permutation(len(records))
     n_test = max(1, round(_per_dataset(config.test_fraction, index) * len(records)))
     n_val = max(1, round(_per_dataset(config.val_fraction, index) * len(records)))
