@@ -258,11 +258,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print(f"{printable(report['source'])}: radius {r['prediction']} ({r['phase']}), ulna {u['prediction']} "
               f"({u['phase']}) -> {rule}{flag}")
     print(f"wrote {len(reports)} result(s) and summary.csv to {args.out}")
-    failures = input_problems + failures
-    for failure in failures[len(input_problems):]:
+    for failure in failures:
         print(f"drustage: error: {printable(failure)}", file=sys.stderr)
-    if failures:
-        print(f"drustage: {len(failures)} of {len(paths) + len(input_problems)} input(s) failed", file=sys.stderr)
+    failed = len(input_problems) + len(failures)
+    if failed:
+        print(f"drustage: {failed} of {len(paths) + len(input_problems)} input(s) failed", file=sys.stderr)
         return EXIT_ERROR
     return 0
 
