@@ -28,6 +28,9 @@ RECIPES = {
     "weak-heavy-wide-batch": ({"aged_weight": 3.0, "aged_batch": 32}, True),
     "weak-narrow": ({"aged_weight": 3.0, "aged_spread": 0.5}, True),
     "weak-wide": ({"aged_weight": 3.0, "aged_spread": 1.2}, True),
+    # the demo's weak recipe plus a within-sex ranking loss on the expected stage
+    "weak-rank": ({"aged_weight": 3.0, "aged_batch": 32, "aged_rank_weight": 1.0}, True),
+    "weak-rank-heavy": ({"aged_weight": 3.0, "aged_batch": 32, "aged_rank_weight": 5.0}, True),
 }
 
 

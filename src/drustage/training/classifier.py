@@ -65,6 +65,10 @@ class ClassifierConfig:
     aged_weight: float = 1.0  # weight of the aged films' soft loss against the labelled crops'
     aged_batch: int = 16  # aged crops drawn beside each labelled batch
     aged_spread: float = 0.8  # width (stages, one sd) of an aged film's target stage distribution
+    # weight of a within-sex pairwise ranking loss on the aged films' expected class: a film older
+    # by more than aged_rank_margin years should read more mature (RankNet's logistic loss)
+    aged_rank_weight: float = 0.0
+    aged_rank_margin: float = 1.0
     calibrate: bool = True  # fit a temperature on the validation crops after model selection
     per_class_cap: dict[str, int] | None = None  # subsample classes, e.g. the paper's set sizes
     threads: int | None = None
@@ -91,6 +95,8 @@ class ClassifierConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.aged_weight < 0 or self.aged_batch <= 0 or self.aged_spread <= 0:
             raise ValueError("aged_weight must be >= 0, aged_batch and aged_spread positive")
+        if self.aged_rank_weight < 0 or self.aged_rank_margin < 0:
+            raise ValueError("aged_rank_weight and aged_rank_margin must be >= 0")
         if self.epoch_samples is not None and self.epoch_samples <= 0:
             raise ValueError(f"epoch_samples must be positive, got {self.epoch_samples}")
         if self.min_stage is not None:
@@ -193,6 +199,24 @@ def build_aged_crops(dataset: Dataset, config: ClassifierConfig, splits: dict[st
         raise ValueError(f"{dataset.root}: no {config.bone} crops of films with an age")
     return AgedCrops(torch.from_numpy(np.stack(arrays))[:, None], torch.from_numpy(np.stack(targets)),
                      np.array(ages), sexes, ids, np.array(parts))
+
+
+# Expected-class differences (classes spread over 0..1) are multiplied by this before the logistic
+# loss, so a pair one tenth of the scale apart in the right order costs softplus(-1) = 0.31.
+RANK_SCALE = 10.0
+
+
+def ranking_loss(logits: torch.Tensor, ages: torch.Tensor, sexes: list[str | None], margin: float) -> torch.Tensor:
+    """RankNet's logistic loss over the pairs of a batch of the same sex whose ages differ by more
+    than ``margin`` years: the older should have the higher expected class. Zero without such pairs."""
+    classes = logits.shape[1]
+    score = logits.softmax(1) @ torch.arange(classes, dtype=logits.dtype) / max(classes - 1, 1)
+    codes = torch.tensor([{"F": 0, "M": 1}.get(s, -1) for s in sexes])
+    same_sex = (codes[:, None] == codes[None, :]) & (codes[:, None] >= 0)  # films of unknown sex stay out
+    pairs = ((ages[:, None] - ages[None, :]) > margin) & same_sex
+    if not bool(pairs.any()):
+        return logits.sum() * 0.0
+    return F.softplus(-(score[:, None] - score[None, :])[pairs] * RANK_SCALE).mean()
 
 
 def within_sex_spearman(scores: np.ndarray, ages: np.ndarray, sexes: list[str | None]) -> dict[str, float]:
@@ -341,8 +365,13 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
                 picked = aged_train[rng.integers(0, len(aged_train), config.aged_batch)]
                 aged_windows = window_batch(aged.crops[picked], generator if augmenting else None, config.max_shift,
                                             config.scale_range).contiguous(memory_format=torch.channels_last)
-                soft = -(aged.targets[picked] * F.log_softmax(model(aged_windows), 1)).sum(1).mean()
+                aged_logits = model(aged_windows)
+                soft = -(aged.targets[picked] * F.log_softmax(aged_logits, 1)).sum(1).mean()
                 loss = loss + config.aged_weight * soft
+                if config.aged_rank_weight:
+                    loss = loss + config.aged_rank_weight * ranking_loss(
+                        aged_logits, torch.from_numpy(aged.ages[picked]).float(),
+                        [aged.sexes[i] for i in picked], config.aged_rank_margin)
             if not torch.isfinite(loss):
                 raise RuntimeError(f"non-finite loss {loss.item()} at epoch {epoch}; lower the learning rate")
             optimizer.zero_grad(set_to_none=True)
