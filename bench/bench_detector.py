@@ -13,13 +13,13 @@ import time
 
 import numpy as np
 import torch
+from _table import print_table  # noqa: E402  (bench/ is the script's directory)
 
 from drustage.data.layout import read_dataset
+from drustage.inference.detector import downscale
 from drustage.models.detector import BACKBONES, DetectorConfig, build_detector
 from drustage.synth.writer import SynthConfig, generate_dataset
-from drustage.training.detector import DetectionSet, _collate, downscale
-
-from _table import print_table  # noqa: E402  (bench/ is the script's directory)
+from drustage.training.detector import DetectionSet, _collate
 
 
 def main() -> None:

@@ -43,8 +43,8 @@ def _phantoms(folder: Path, count: int) -> list[Path]:
 
 def measure_runtime(model: str, runtime: str, runs: int, workers: int, images: Path) -> dict:
     """Everything for one runtime, in this process, on the phantoms in ``images``."""
-    from drustage.bundle import load_bundle
     from drustage.imaging import load_radiograph
+    from drustage.inference.bundle import load_bundle
     from drustage.io_utils import file_sha256
     from drustage.pipeline import Predictor, predict_files
     from drustage.viz import render_overlay
@@ -97,7 +97,7 @@ def measure_floor(model: str) -> dict:
     """Pipeline FLOPs for one typical radiograph against this CPU's float32 matmul rate."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from drustage.bundle import load_bundle
+    from drustage.inference.bundle import load_bundle
     from drustage.pipeline import Predictor
 
     predictor = Predictor(load_bundle(model))
@@ -105,7 +105,7 @@ def measure_floor(model: str) -> dict:
     image = torch.rand(1, max_side, max_side * 5 // 6)  # a typical hand film's aspect
     crops = np.random.default_rng(0).random((1, 128, 96), dtype=np.float32)
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        predictor.detector.model([image])
+        predictor.detector.backend.model([image])
         for classifier in predictor.classifiers.values():
             classifier.model(torch.from_numpy(crops)[:, None])
     flops = counter.get_total_flops()
@@ -137,9 +137,9 @@ def main() -> None:
         Path(args.child[1]).write_text(json.dumps(result))
         return
 
-    from drustage.bundle import load_bundle
+    from drustage.inference.bundle import load_bundle
+    from drustage.inference.onnx import ONNX_MANIFEST, default_onnx_dir, export_onnx
     from drustage.io_utils import atomic_write_text
-    from drustage.onnx_runtime import ONNX_MANIFEST, default_onnx_dir, export_onnx
 
     bundle = load_bundle(args.model)
     if "onnx" in args.runtimes and not (default_onnx_dir(bundle) / ONNX_MANIFEST).is_file():

@@ -18,8 +18,9 @@ import torch
 from _table import print_table
 
 from drustage.data.layout import read_dataset
+from drustage.inference.detector import load_detector
 from drustage.stages import BONES
-from drustage.training.detector import DetectionSet, evaluate_detector_on, held_out_ids, load_detector
+from drustage.training.detector import DetectionSet, evaluate_detector_on, held_out_ids
 
 
 def _latency(model, data: DetectionSet) -> float:

@@ -36,8 +36,9 @@ RECIPES = {
 
 def score(checkpoint: Path, aged, index: np.ndarray) -> dict:
     from drustage.growth import PatientInfo
+    from drustage.inference.classifier import expected_class, load_classifier, predict_logits
     from drustage.pipeline import BoneResult, implausible_reading, read_probabilities
-    from drustage.training.classifier import expected_class, load_classifier, predict_logits, within_sex_spearman
+    from drustage.training.classifier import within_sex_spearman
 
     model, payload = load_classifier(checkpoint)
     scheme = payload["scheme_object"]
@@ -54,8 +55,8 @@ def score(checkpoint: Path, aged, index: np.ndarray) -> dict:
 def main() -> None:
     from drustage.data.aged_films import default_split_file, read_split
     from drustage.data.layout import read_dataset
-    from drustage.training.aged import image_id_splits
     from drustage.demo import demo_classifier_config
+    from drustage.training.aged import image_id_splits
     from drustage.training.classifier import build_aged_crops, train_classifier
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

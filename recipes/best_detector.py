@@ -15,13 +15,18 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from drustage.bundle import assemble_bundle
-from drustage.demo import combined_detector_metrics, default_real_boxes, real_folder_name, run_demo
 from drustage.data.layout import read_dataset
+from drustage.demo import combined_detector_metrics, default_real_boxes, real_folder_name, run_demo
+from drustage.inference.bundle import assemble_bundle
+from drustage.inference.checkpoints import load_checkpoint
 from drustage.models.detector import DetectorConfig
-from drustage.training.checkpoint import load_checkpoint
-from drustage.training.detector import (DetectorTrainConfig, boxed_records, evaluate_detector, held_out_ids,
-                                        train_detector)
+from drustage.training.detector import (
+    DetectorTrainConfig,
+    boxed_records,
+    evaluate_detector,
+    held_out_ids,
+    train_detector,
+)
 
 ITERATIONS = 1200
 LR_SHARE = 0.25  # of the demo's learning rate

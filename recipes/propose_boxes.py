@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from drustage.imaging import RadiographError, load_radiograph, to_uint8
+from drustage.inference.detector import Detector
 from drustage.io_utils import atomic_write_text, save_png
 from drustage.stages import BONES
-from drustage.training.detector import Detector
 from drustage.viz import BOX_COLOURS, _font
 
 PER_SHEET, COLUMNS, CELL = 20, 4, 300
@@ -85,7 +85,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     root, out = Path(args.root), Path(args.out)
     files = sorted(p for f in args.folders for p in ((root / f).glob("*.png") if (root / f).is_dir() else [root / f]))
-    find = Detector(args.detector, args.threshold)
+    find = Detector.from_checkpoint(args.detector, args.threshold)
     rows, index, panels = [], ["panel,file,sheet"], []
     for number, path in enumerate(files):
         name = path.relative_to(root).as_posix()

@@ -52,8 +52,8 @@ def trained(tmp_path_factory):
     """
     from dataclasses import replace
 
-    from drustage.bundle import assemble_bundle
     from drustage.data.layout import read_dataset, write_labels
+    from drustage.inference.bundle import assemble_bundle
     from drustage.models.detector import DetectorConfig
     from drustage.synth.writer import SynthConfig, generate_dataset
     from drustage.training.classifier import ClassifierConfig, train_classifier

@@ -4,9 +4,16 @@ from dataclasses import replace
 
 import pytest
 
-from drustage.demo import (MIN_REAL_FILMS, QUICK, combined_detector_metrics, default_real_boxes, prepare_real,
-                           real_folder_name, run_demo)
-from drustage.training.checkpoint import load_checkpoint
+from drustage.demo import (
+    MIN_REAL_FILMS,
+    QUICK,
+    combined_detector_metrics,
+    default_real_boxes,
+    prepare_real,
+    real_folder_name,
+    run_demo,
+)
+from drustage.inference.checkpoints import load_checkpoint
 
 
 @pytest.mark.slow

@@ -29,7 +29,7 @@ def test_failed_write_leaves_old_file_and_no_temporary(tmp_path):
 
 
 def test_read_json_names_the_file_and_raises_the_callers_error(tmp_path):
-    from drustage.bundle import BundleError, load_bundle
+    from drustage.inference.bundle import BundleError, load_bundle
     from drustage.io_utils import read_json
 
     good, bad = tmp_path / "good.json", tmp_path / "bad.json"

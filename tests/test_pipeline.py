@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from drustage.bundle import BundleError, assemble_bundle, bundle_cache_dir, load_bundle
 from drustage.cli import main
 from drustage.data.layout import read_dataset
+from drustage.inference.bundle import BundleError, assemble_bundle, bundle_cache_dir, load_bundle
 from drustage.pipeline import Predictor, infer_laterality
 
 

@@ -222,7 +222,7 @@ def _cmd_crop(args: argparse.Namespace) -> int:
 
 
 def _cmd_bundle(args: argparse.Namespace) -> int:
-    from drustage.bundle import assemble_bundle, load_bundle
+    from drustage.inference.bundle import assemble_bundle, load_bundle
 
     out = assemble_bundle(args.out, args.detector, args.radius, args.ulna, archive=args.archive)
     bundle = load_bundle(out)
@@ -232,7 +232,7 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from drustage.bundle import load_bundle
+    from drustage.inference.bundle import load_bundle
     from drustage.pipeline import Predictor, expand_inputs, predict_files
 
     predictor = Predictor(load_bundle(args.model), detection_threshold=args.threshold,
@@ -309,8 +309,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         if not reports:
             raise CommandError(f"{folder}: no prediction reports (*.json written by drustage predict)")
     else:
-        from drustage.bundle import load_bundle
         from drustage.growth import PatientInfo
+        from drustage.inference.bundle import load_bundle
         from drustage.pipeline import Predictor, predict_files
 
         predictor = Predictor(load_bundle(args.model), runtime=args.runtime)
@@ -355,8 +355,8 @@ def _cmd_experiments(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
-    from drustage.bundle import load_bundle
-    from drustage.onnx_runtime import export_onnx
+    from drustage.inference.bundle import load_bundle
+    from drustage.inference.onnx import export_onnx
 
     out = export_onnx(load_bundle(args.bundle), args.out)
     print(f"wrote ONNX models to {out} (use --runtime onnx with predict or serve)")

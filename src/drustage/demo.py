@@ -150,15 +150,20 @@ def _finish(out: Path, name: str, settings: dict) -> None:
 
 def run_demo(out: str | Path, quick: bool = False, real: Path | None = None, workers: int | None = None,
              log=print, real_boxes: list[Path] | None = None) -> Path:
-    from drustage.bundle import assemble_bundle, load_bundle
     from drustage.data.layout import read_dataset
+    from drustage.inference.bundle import assemble_bundle, load_bundle
+    from drustage.inference.checkpoints import load_checkpoint
     from drustage.models.detector import DetectorConfig
     from drustage.pipeline import Predictor, predict_files
     from drustage.synth.writer import SynthConfig, generate_dataset
     from drustage.training.classifier import build_aged_crops, train_classifier
-    from drustage.training.checkpoint import load_checkpoint
-    from drustage.training.detector import (DetectorTrainConfig, boxed_records, evaluate_detector, held_out_ids,
-                                            train_detector)
+    from drustage.training.detector import (
+        DetectorTrainConfig,
+        boxed_records,
+        evaluate_detector,
+        held_out_ids,
+        train_detector,
+    )
 
     config = QUICK if quick else DEMO
     out = Path(out)

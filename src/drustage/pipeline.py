@@ -18,11 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drustage.bundle import Bundle, check_member
 from drustage.data.crops import crop_region, needs_mirror
 from drustage.data.layout import checked_box
 from drustage.growth import PatientInfo, discordance, implausible_for_age, mean_age_at
 from drustage.imaging import Radiograph
+from drustage.inference.bundle import Bundle, check_member
+from drustage.inference.classifier import TorchClassifier, load_classifier
+from drustage.inference.detector import Detector
 from drustage.io_utils import file_sha256, printable
 from drustage.stages import BONES, PHASES, ClassScheme, Stage, bracing_guidance
 
@@ -107,21 +109,6 @@ def hand_side(image: np.ndarray, boxes: dict[str, list[float]]) -> tuple[str | N
     return None, "unknown"
 
 
-class TorchClassifier:
-    """A stage classifier run by PyTorch: crops (N, 128, 96) -> class probabilities (N, C)."""
-
-    def __init__(self, checkpoint: str | Path):
-        from drustage.training.classifier import load_classifier
-
-        model, self.payload = load_classifier(checkpoint)
-        self.model = model.to(memory_format=torch.channels_last)
-
-    def probabilities(self, crops: np.ndarray) -> np.ndarray:
-        tensor = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.float32))[:, None]
-        with torch.inference_mode():
-            return self.model(tensor.contiguous(memory_format=torch.channels_last)).softmax(1).numpy()
-
-
 RUNTIMES = ("torch", "onnx")
 # Found boxes scoring below this are flagged: on detector7's real films the boxes on the wrong
 # structure scored 0.51-0.80 while right ones scored 0.97-1.0 (median 0.997); 0.8 flagged none
@@ -140,18 +127,17 @@ class Predictor:
                  runtime: str = "torch", threads: int | None = None,
                  review_detection_score: float | None = None):
         from drustage.stages import scheme_from_dict
-        from drustage.training.detector import Detector
 
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
         self.bundle = bundle
         self.runtime = runtime
         if runtime == "onnx":
-            from drustage.onnx_runtime import load_onnx_models
+            from drustage.inference.onnx import load_onnx_models
 
             self.detector, self.classifiers = load_onnx_models(bundle, detection_threshold, threads=threads)
         else:
-            self.detector = Detector(bundle.path("detector"), detection_threshold)
+            self.detector = Detector.from_checkpoint(bundle.path("detector"), detection_threshold)
             self.classifiers = {bone: TorchClassifier(bundle.path(bone)) for bone in BONES}
             for bone, classifier in self.classifiers.items():
                 check_member(bundle, bone, classifier.payload)
@@ -169,8 +155,6 @@ class Predictor:
         if isinstance(self.classifiers[bone], TorchClassifier):
             return self.classifiers[bone].model
         if bone not in self._torch_classifiers:
-            from drustage.training.classifier import load_classifier
-
             self._torch_classifiers[bone] = load_classifier(self.bundle.path(bone))[0]
         return self._torch_classifiers[bone]
 
@@ -354,7 +338,7 @@ _worker_predictor: Predictor | None = None
 
 def _start_worker(source: str, settings: dict, threads: int) -> None:
     global _worker_predictor
-    from drustage.bundle import load_bundle
+    from drustage.inference.bundle import load_bundle
 
     torch.set_num_threads(threads)
     _worker_predictor = Predictor(load_bundle(source), **settings, threads=threads)

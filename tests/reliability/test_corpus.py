@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from corpus import BAD_PATIENT_FIELDS, READ, REFUSED, bundle_cases, file_cases, host_cases, label_bodies
 
 MEMORY_CAP = 1536 << 20
@@ -256,9 +255,9 @@ def test_serve_beyond_loopback_warns_and_needs_a_token(trained, monkeypatch, cap
 
 
 def test_every_broken_bundle_is_refused_in_one_line(trained, tmp_path, monkeypatch):
-    from drustage.bundle import BundleError, load_bundle
+    from drustage.inference.bundle import BundleError, load_bundle
+    from drustage.inference.checkpoints import CheckpointError
     from drustage.pipeline import Predictor
-    from drustage.training.checkpoint import CheckpointError
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     for case in bundle_cases(trained[1], tmp_path / "cases"):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from drustage.bundle import load_bundle
 from drustage.data.layout import read_dataset
 from drustage.imaging import load_radiograph
+from drustage.inference.bundle import load_bundle
 from drustage.io_utils import file_sha256
 from drustage.pipeline import Predictor
 from drustage.stages import BONES

@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
-from drustage.bundle import load_bundle
 from drustage.data.layout import read_dataset
 from drustage.imaging import load_radiograph
+from drustage.inference.bundle import load_bundle
 from drustage.pipeline import Predictor
 from drustage.stages import BONES
 

@@ -5,11 +5,18 @@ import torch
 from drustage.cli import main
 from drustage.data.layout import read_dataset
 from drustage.evaluation import expected_calibration_error, reliability_table
+from drustage.inference.checkpoints import load_checkpoint
+from drustage.inference.classifier import expected_class, load_classifier
 from drustage.stages import get_scheme
-from drustage.training.checkpoint import load_checkpoint
-from drustage.training.classifier import (ClassifierConfig, build_aged_crops, class_distribution, expected_class,
-                                          fit_temperature, load_classifier, probability_metrics, train_classifier,
-                                          within_sex_spearman)
+from drustage.training.classifier import (
+    ClassifierConfig,
+    build_aged_crops,
+    class_distribution,
+    fit_temperature,
+    probability_metrics,
+    train_classifier,
+    within_sex_spearman,
+)
 
 TINY = dict(net="custom", conv_spec="4c3-8c3-8c3", fc_spec="16", epochs=2, augment=2, test_fraction=0.25,
             val_fraction=0.0, batch_size=8, scheme="stage", aged_batch=4)

@@ -9,8 +9,17 @@ import torch
 from drustage.cli import main
 from drustage.data.layout import read_dataset, write_labels
 from drustage.models.detector import DetectorConfig, build_detector
-from drustage.training.detector import (DetectionSet, DetectorTrainConfig, _set_phase, _training_loader, box_iou,
-                                        held_out_ids, schedule_phases, split_records, train_detector)
+from drustage.training.detector import (
+    DetectionSet,
+    DetectorTrainConfig,
+    _set_phase,
+    _training_loader,
+    box_iou,
+    held_out_ids,
+    schedule_phases,
+    split_records,
+    train_detector,
+)
 
 # a narrow box head keeps each checkpoint at a few MB (the default FC-4096 head writes 290 MB)
 TINY = DetectorConfig(min_size=160, max_size=200, representation_size=64)
@@ -154,7 +163,7 @@ def test_real_detection_sheet(real_data, quick_dataset, tiny_detector, tmp_path,
 
 
 def test_detector_input_is_contrast_stretched_and_downscaled():
-    from drustage.training.detector import downscale
+    from drustage.inference.detector import downscale
 
     dark = np.linspace(0.0, 0.25, 1000 * 800, dtype=np.float32).reshape(1000, 800)  # an under-exposed film
     pixels, scale = downscale(dark, 500)
@@ -224,7 +233,7 @@ def test_train_on_two_datasets_reports_each(quick_dataset, tmp_path, capsys):
 
 
 def test_boxes_map_back_inside_the_original_image():
-    from drustage.training.detector import Detector
+    from drustage.inference.detector import Detector
 
     detector = Detector.__new__(Detector)
     detector.max_side, detector.threshold = 512, 0.5

@@ -26,10 +26,17 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from drustage.bundle import load_bundle
+from drustage.imaging import (
+    DICOM_MAGIC_END,
+    Radiograph,
+    RadiographError,
+    has_dicom_magic,
+    is_dicom_without_preamble,
+    load_radiograph,
+    to_uint8,
+)
+from drustage.inference.bundle import load_bundle
 from drustage.service.guard import LOOPBACK_NAMES, Guard, GuardConfig
-from drustage.imaging import (DICOM_MAGIC_END, Radiograph, RadiographError, has_dicom_magic, is_dicom_without_preamble,
-                              load_radiograph, to_uint8)
 from drustage.stages import BONES
 
 RESULT_ID = r"^[0-9a-f]{32}$"

@@ -24,12 +24,12 @@ def detect_aged_films(detector: str | Path, films: list[AgedFilm], out: str | Pa
     from tqdm import tqdm
 
     from drustage.imaging import load_radiograph
+    from drustage.inference.detector import Detector
     from drustage.pipeline import hand_side
-    from drustage.training.detector import Detector
 
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    model = Detector(detector)
+    model = Detector.from_checkpoint(detector)
     records, problems, keys = [], [], {}
     for index, film in enumerate(tqdm(films, desc="detect aged films", unit="img", disable=not progress)):
         try:

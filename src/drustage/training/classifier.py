@@ -24,17 +24,22 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from drustage.data.crops import CONTEXT, CROP_SIZE, extract_context_crops
+from drustage.data.crops import CROP_SIZE, extract_context_crops, window_batch
 from drustage.data.layout import Dataset
 from drustage.data.splits import stratified_split
-from drustage.evaluation import (classification_metrics, expected_calibration_error, plot_confusion,
-                                 write_learning_curves)
+from drustage.evaluation import (
+    classification_metrics,
+    expected_calibration_error,
+    plot_confusion,
+    write_learning_curves,
+)
 from drustage.growth import stage_distribution
+from drustage.inference.checkpoints import save_checkpoint
+from drustage.inference.classifier import expected_class, load_classifier, predict_logits
 from drustage.io_utils import atomic_write_text
 from drustage.models.classifier import StageClassifier
 from drustage.models.spec import parse_net_spec, preset_spec
 from drustage.stages import Bone, ClassScheme, get_scheme, parse_stage
-from drustage.training.checkpoint import load_checkpoint, save_checkpoint
 
 
 @dataclass
@@ -231,11 +236,6 @@ def within_sex_spearman(scores: np.ndarray, ages: np.ndarray, sexes: list[str | 
     return result
 
 
-def expected_class(probabilities: np.ndarray) -> np.ndarray:
-    """The probability-weighted class index (classes are ordinal): a continuous maturity score."""
-    return probabilities @ np.arange(probabilities.shape[1], dtype=np.float64)
-
-
 def fit_temperature(logits: torch.Tensor, labels: np.ndarray) -> float:
     """The temperature minimising the validation cross-entropy (Guo et al.'s scaling), in [0.05, 20]."""
     log_t = torch.zeros((), requires_grad=True)
@@ -252,25 +252,6 @@ def fit_temperature(logits: torch.Tensor, labels: np.ndarray) -> float:
     return float(np.clip(log_t.exp().item(), 0.05, 20.0))
 
 
-def window_batch(context: torch.Tensor, generator: torch.Generator | None, max_shift: float,
-                 scale_range: tuple[float, float]) -> torch.Tensor:
-    """Cut 128x96 windows from context crops; with a generator, randomly shifted and scaled."""
-    n = context.shape[0]
-    scale = torch.full((n,), 1.0 / CONTEXT)
-    shift = torch.zeros(n, 2)
-    if generator is not None:
-        low, high = scale_range
-        scale = scale * (low + (high - low) * torch.rand(n, generator=generator))
-        # normalised coordinates span 2 across the context; the window spans 2 / CONTEXT
-        shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * max_shift * 2 / CONTEXT
-    theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0] = scale
-    theta[:, 1, 1] = scale
-    theta[:, :, 2] = shift
-    grid = F.affine_grid(theta, (n, 1, *CROP_SIZE), align_corners=False)
-    return F.grid_sample(context, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
 def balanced_indices(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Oversample every class (with replacement beyond its own items) to the majority count."""
     counts = np.bincount(labels)
@@ -281,17 +262,6 @@ def balanced_indices(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray
         extra = rng.choice(members, target - len(members), replace=True) if target > len(members) else []
         picked.append(np.concatenate([members, extra]).astype(int))
     return np.concatenate(picked)
-
-
-def predict_logits(model: nn.Module, context: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    """Logits for context crops, centre windows (no augmentation)."""
-    model.eval()
-    outputs = []
-    with torch.inference_mode():
-        for start in range(0, len(context), batch):
-            windows = window_batch(context[start:start + batch], None, 0.0, (1.0, 1.0))
-            outputs.append(model(windows.contiguous(memory_format=torch.channels_last)))
-    return torch.cat(outputs)
 
 
 def _loss_and_accuracy(model, context, labels) -> tuple[float, float]:
@@ -463,30 +433,6 @@ def probability_metrics(labels: np.ndarray, probabilities: np.ndarray, scheme: C
                                                           phase_probabilities.argmax(1) == true_phase)
         metrics["phase"] = phase_metrics
     return metrics
-
-
-def load_classifier(path: str | Path) -> tuple[StageClassifier, dict]:
-    """Rebuild a trained classifier from its checkpoint (weights only, config validated)."""
-    from drustage.stages import scheme_from_dict
-    from drustage.training.checkpoint import CheckpointError
-
-    payload = load_checkpoint(path, "classifier")
-    try:
-        scheme = scheme_from_dict(payload["scheme"])
-        config = payload["config"]
-        spec = parse_net_spec(config["conv_spec"], config["fc_spec"])
-        # checkpoints from before the option were trained on raw [0, 1] crops
-        model = StageClassifier(spec, scheme.num_classes, dropout=config["dropout"],
-                                input_size=tuple(payload["input_size"]),
-                                standardize=config.get("standardize", False))
-        model.load_state_dict(payload["state_dict"])
-        model.temperature.fill_(float(payload.get("calibration", {}).get("temperature", 1.0)))
-    except (KeyError, ValueError, RuntimeError, TypeError) as error:
-        message = str(error).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: checkpoint does not match this drustage ({message})") from None
-    model.eval()
-    payload["scheme_object"] = scheme
-    return model, payload
 
 
 def evaluate_classifier(checkpoint: str | Path, dataset: Dataset, out: str | Path, held_out_only: bool = True,

@@ -18,10 +18,11 @@ import torch
 
 from drustage.data.layout import Dataset, Record
 from drustage.imaging import load_radiograph
+from drustage.inference.checkpoints import load_checkpoint, save_checkpoint
+from drustage.inference.detector import Detector, downscale, load_detector
 from drustage.io_utils import atomic_write_text
 from drustage.models.detector import LABELS, DetectorConfig, best_boxes, build_detector
 from drustage.stages import BONES
-from drustage.training.checkpoint import load_checkpoint, save_checkpoint
 
 RPN_LOSSES = ("loss_objectness", "loss_rpn_box_reg")
 HEAD_LOSSES = ("loss_classifier", "loss_box_reg")
@@ -84,21 +85,6 @@ class DetectorTrainConfig:
 def load_resized(path: Path, max_side: int) -> tuple[np.ndarray, float]:
     """A radiograph as uint8 with its longer side at most ``max_side``, and the scale used."""
     return downscale(load_radiograph(path).image, max_side)
-
-
-def downscale(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
-    """Antialiased uint8 copy with the longer side at most ``max_side``, contrast stretched
-    between the 0.5th and 99.5th percentiles; training and inference both go through here so
-    the detector sees the same resampling and contrast whatever the exposure of the film."""
-    from PIL import Image
-
-    from drustage.imaging import window_percentiles
-
-    scale = min(1.0, max_side / max(image.shape))
-    pil = Image.fromarray((window_percentiles(image) * 255 + 0.5).astype(np.uint8))
-    if scale < 1.0:
-        pil = pil.resize((round(pil.width * scale), round(pil.height * scale)), Image.Resampling.BILINEAR)
-    return np.asarray(pil), scale
 
 
 def _load_item(task):
@@ -432,44 +418,6 @@ def _plain(value):
     return value
 
 
-def load_detector(path: str | Path):
-    from drustage.training.checkpoint import CheckpointError
-
-    payload = load_checkpoint(path, "detector")
-    try:
-        model_config = DetectorConfig(**payload["config"]["model"])
-        model = build_detector(model_config)
-        model.load_state_dict(payload["state_dict"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        message = str(error).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: checkpoint does not match this drustage ({message})") from None
-    model.eval()
-    return model, payload
-
-
-class Detector:
-    """A trained detector applied to whole radiographs of any size; boxes in original pixels."""
-
-    def __init__(self, checkpoint: str | Path, threshold: float = 0.5):
-        self.model, self.payload = load_detector(checkpoint)
-        self.max_side = self.payload["config"]["model"]["max_size"]
-        self.threshold = threshold
-
-    def raw(self, pixels: np.ndarray) -> dict[str, torch.Tensor]:
-        """torchvision's detection output (boxes, labels, scores) for a downscaled uint8 image."""
-        with torch.inference_mode():
-            return self.model([torch.from_numpy(pixels.astype(np.float32) / 255.0)[None]])[0]
-
-    def __call__(self, image: np.ndarray):
-        pixels, scale = downscale(image, self.max_side)
-        found = best_boxes(self.raw(pixels), pixels.shape, self.threshold)
-        # the downscaled size is rounded, so a box at its edge can map back past the image by a pixel
-        limits = np.array(image.shape[::-1] * 2, dtype=float)
-        return {bone: replace(d, box=None if d.box is None
-                              else tuple(np.minimum(np.array(d.box) / scale, limits).tolist()))
-                for bone, d in found.items()}
-
-
 def held_out_ids(payload: dict, dataset: Dataset) -> set[str]:
     """The image ids a detector checkpoint held out of ``dataset``. Runs on several datasets
     record a list per dataset (found by folder name or path); none for a dataset they did not
@@ -542,7 +490,7 @@ def write_crops(dataset: Dataset, out: str | Path, detector: str | Path | None =
 
     out = Path(out)
     (out / "crops").mkdir(parents=True, exist_ok=True)
-    find = Detector(detector, threshold) if detector else None
+    find = Detector.from_checkpoint(detector, threshold) if detector else None
     records, rows, problems = [], [], []
     for record in tqdm(dataset.records, desc="crops", unit="img", disable=not progress):
         try:
@@ -588,7 +536,7 @@ def real_detection_sheet(checkpoint: str | Path, paths: list[Path], out: str | P
     from drustage.imaging import RadiographError
     from drustage.viz import detection_sheet
 
-    find = Detector(checkpoint, threshold)
+    find = Detector.from_checkpoint(checkpoint, threshold)
     panels, both, failures = [], 0, []
     for path in paths:
         try:

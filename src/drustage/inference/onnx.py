@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from drustage.bundle import Bundle, BundleError
 from drustage.data.crops import CROP_SIZE
+from drustage.inference.bundle import Bundle, BundleError
+from drustage.inference.classifier import load_classifier
+from drustage.inference.detector import Detector, detector_input_side, load_detector
 from drustage.io_utils import atomic_path, atomic_write_text, file_sha256, read_json
 from drustage.stages import BONES
-from drustage.training.detector import Detector
 
 OPSET = 17
 ONNX_MANIFEST = "onnx.json"
@@ -43,13 +44,10 @@ def _export(model: torch.nn.Module, example, path: Path, inputs: list[str], outp
 
 def export_onnx(bundle: Bundle, out: str | Path | None = None) -> Path:
     """Export the bundle's three networks to ONNX in ``out`` (default ``default_onnx_dir``)."""
-    from drustage.training.classifier import load_classifier
-    from drustage.training.detector import load_detector
-
     out = Path(out) if out is not None else default_onnx_dir(bundle)
     out.mkdir(parents=True, exist_ok=True)
     detector, payload = load_detector(bundle.path("detector"))
-    side = payload["config"]["model"]["max_size"]
+    side = detector_input_side(payload)
     example = torch.rand(1, side, side * 3 // 4)
     _export(detector, ([example],), out / ONNX_FILES["detector"], ["image"], ["boxes", "labels", "scores"],
             {"image": [1, 2], "boxes": [0], "labels": [0], "scores": [0]})
@@ -79,15 +77,13 @@ def _session(path: Path, threads: int | None):
         raise BundleError(f"{path}: not a usable ONNX model ({str(error).splitlines()[0][:200]})") from None
 
 
-class OnnxDetector(Detector):
-    """``Detector`` with the network run by ONNX Runtime."""
+class OnnxDetectorBackend:
+    """The exported detection network run by ONNX Runtime (a ``Detector`` backend)."""
 
-    def __init__(self, path: Path, max_side: int, threshold: float = 0.5, threads: int | None = None):
+    def __init__(self, path: Path, threads: int | None = None):
         self.session = _session(path, threads)
-        self.max_side = max_side
-        self.threshold = threshold
 
-    def raw(self, pixels: np.ndarray) -> dict[str, torch.Tensor]:
+    def __call__(self, pixels: np.ndarray) -> dict[str, torch.Tensor]:
         image = (pixels.astype(np.float32) / 255.0)[None]
         boxes, labels, scores = self.session.run(None, {"image": image})
         return {"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels),
@@ -108,7 +104,7 @@ class OnnxClassifier:
 
 
 def load_onnx_models(bundle: Bundle, threshold: float = 0.5, folder: str | Path | None = None,
-                     threads: int | None = None) -> tuple[OnnxDetector, dict[str, OnnxClassifier]]:
+                     threads: int | None = None) -> tuple[Detector, dict[str, OnnxClassifier]]:
     """The exported networks of ``bundle``; raises ``BundleError`` when missing or stale."""
     folder = Path(folder) if folder is not None else default_onnx_dir(bundle)
     manifest_path = folder / ONNX_MANIFEST
@@ -128,5 +124,5 @@ def load_onnx_models(bundle: Bundle, threshold: float = 0.5, folder: str | Path 
     side = manifest.get("detector_max_side")
     if not isinstance(side, int) or not 64 <= side <= 4096:
         raise BundleError(f"{manifest_path}: detector_max_side must be a whole number of pixels, got {side!r}")
-    detector = OnnxDetector(folder / ONNX_FILES["detector"], side, threshold, threads)
+    detector = Detector(OnnxDetectorBackend(folder / ONNX_FILES["detector"], threads), side, threshold)
     return detector, {bone: OnnxClassifier(folder / ONNX_FILES[bone], threads) for bone in BONES}

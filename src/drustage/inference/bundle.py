@@ -66,7 +66,7 @@ def _data_summary(payload: dict) -> dict:
 def assemble_bundle(out: str | Path, detector: str | Path, radius: str | Path, ulna: str | Path,
                     archive: bool = False) -> Path:
     """Copy and validate three checkpoints into a bundle directory (and optionally a .zip)."""
-    from drustage.training.checkpoint import load_checkpoint
+    from drustage.inference.checkpoints import load_checkpoint
 
     sources = {"detector": Path(detector), "radius": Path(radius), "ulna": Path(ulna)}
     payloads = {"detector": load_checkpoint(sources["detector"], "detector")}

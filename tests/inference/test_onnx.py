@@ -8,11 +8,11 @@ import shutil
 import numpy as np
 import pytest
 
-from drustage.bundle import BundleError, load_bundle
 from drustage.cli import main
 from drustage.imaging import load_radiograph
+from drustage.inference.bundle import BundleError, load_bundle
+from drustage.inference.onnx import ONNX_MANIFEST, default_onnx_dir, export_onnx
 from drustage.io_utils import file_sha256
-from drustage.onnx_runtime import ONNX_MANIFEST, default_onnx_dir, export_onnx
 from drustage.pipeline import Predictor
 from drustage.stages import BONES
 

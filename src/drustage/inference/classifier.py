@@ -1,0 +1,74 @@
+"""The stage classifiers at prediction time: checkpoint loading and the PyTorch backend.
+
+A classifier backend maps crops (N, 128, 96) to class probabilities (N, C); ``TorchClassifier``
+and ``drustage.inference.onnx.OnnxClassifier`` are interchangeable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from drustage.data.crops import window_batch
+from drustage.inference.checkpoints import CheckpointError, load_checkpoint
+from drustage.models.classifier import StageClassifier
+from drustage.models.spec import parse_net_spec
+
+
+class ClassifierBackend(Protocol):
+    def probabilities(self, crops: np.ndarray) -> np.ndarray: ...
+
+
+def load_classifier(path: str | Path) -> tuple[StageClassifier, dict]:
+    """Rebuild a trained classifier from its checkpoint (weights only, config validated), in eval mode."""
+    from drustage.stages import scheme_from_dict
+
+    payload = load_checkpoint(path, "classifier")
+    try:
+        scheme = scheme_from_dict(payload["scheme"])
+        config = payload["config"]
+        spec = parse_net_spec(config["conv_spec"], config["fc_spec"])
+        # checkpoints from before the option were trained on raw [0, 1] crops
+        model = StageClassifier(spec, scheme.num_classes, dropout=config["dropout"],
+                                input_size=tuple(payload["input_size"]),
+                                standardize=config.get("standardize", False))
+        model.load_state_dict(payload["state_dict"])
+        model.temperature.fill_(float(payload.get("calibration", {}).get("temperature", 1.0)))
+    except (KeyError, ValueError, RuntimeError, TypeError) as error:
+        message = str(error).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: checkpoint does not match this drustage ({message})") from None
+    model.eval()
+    payload["scheme_object"] = scheme
+    return model, payload
+
+
+def predict_logits(model: torch.nn.Module, context: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """Logits for context crops, centre windows (no augmentation)."""
+    model.eval()
+    outputs = []
+    with torch.inference_mode():
+        for start in range(0, len(context), batch):
+            windows = window_batch(context[start:start + batch], None, 0.0, (1.0, 1.0))
+            outputs.append(model(windows.contiguous(memory_format=torch.channels_last)))
+    return torch.cat(outputs)
+
+
+def expected_class(probabilities: np.ndarray) -> np.ndarray:
+    """The probability-weighted class index (classes are ordinal): a continuous maturity score."""
+    return probabilities @ np.arange(probabilities.shape[1], dtype=np.float64)
+
+
+class TorchClassifier:
+    """A stage classifier run by PyTorch: crops (N, 128, 96) -> class probabilities (N, C)."""
+
+    def __init__(self, checkpoint: str | Path):
+        model, self.payload = load_classifier(checkpoint)
+        self.model = model.to(memory_format=torch.channels_last)
+
+    def probabilities(self, crops: np.ndarray) -> np.ndarray:
+        tensor = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.float32))[:, None]
+        with torch.inference_mode():
+            return self.model(tensor.contiguous(memory_format=torch.channels_last)).softmax(1).numpy()

@@ -1,0 +1,89 @@
+"""The detector at prediction time: a network (any backend) wrapped with the shared pre- and
+post-processing, so the PyTorch and ONNX Runtime paths differ only in the network arithmetic.
+
+A backend is any callable taking a downscaled uint8 image and returning torchvision's detection
+output (``boxes``, ``labels``, ``scores``); ``Detector`` composes one with downscaling, the best
+box per bone and the mapping back to original pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from drustage.inference.checkpoints import CheckpointError, load_checkpoint
+from drustage.models.detector import Detection, DetectorConfig, best_boxes, build_detector
+
+DetectorBackend = Callable[[np.ndarray], dict[str, torch.Tensor]]
+
+
+def downscale(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """Antialiased uint8 copy with the longer side at most ``max_side``, contrast stretched
+    between the 0.5th and 99.5th percentiles; training and inference both go through here so
+    the detector sees the same resampling and contrast whatever the exposure of the film."""
+    from PIL import Image
+
+    from drustage.imaging import window_percentiles
+
+    scale = min(1.0, max_side / max(image.shape))
+    pil = Image.fromarray((window_percentiles(image) * 255 + 0.5).astype(np.uint8))
+    if scale < 1.0:
+        pil = pil.resize((round(pil.width * scale), round(pil.height * scale)), Image.Resampling.BILINEAR)
+    return np.asarray(pil), scale
+
+
+def load_detector(path: str | Path) -> tuple[torch.nn.Module, dict]:
+    """Rebuild a trained detector from its checkpoint (weights only, config validated), in eval mode."""
+    payload = load_checkpoint(path, "detector")
+    try:
+        model_config = DetectorConfig(**payload["config"]["model"])
+        model = build_detector(model_config)
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        message = str(error).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: checkpoint does not match this drustage ({message})") from None
+    model.eval()
+    return model, payload
+
+
+def detector_input_side(payload: dict) -> int:
+    """The longer side a detector checkpoint's images are downscaled to."""
+    return int(payload["config"]["model"]["max_size"])
+
+
+class TorchDetectorBackend:
+    """A torchvision detection model run by PyTorch."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+
+    def __call__(self, pixels: np.ndarray) -> dict[str, torch.Tensor]:
+        with torch.inference_mode():
+            return self.model([torch.from_numpy(pixels.astype(np.float32) / 255.0)[None]])[0]
+
+
+class Detector:
+    """A detector backend applied to whole radiographs of any size; boxes in original pixels."""
+
+    def __init__(self, backend: DetectorBackend, max_side: int, threshold: float = 0.5):
+        self.backend = backend
+        self.max_side = max_side
+        self.threshold = threshold
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path, threshold: float = 0.5) -> Detector:
+        model, payload = load_detector(checkpoint)
+        return cls(TorchDetectorBackend(model), detector_input_side(payload), threshold)
+
+    def __call__(self, image: np.ndarray) -> dict[str, Detection]:
+        pixels, scale = downscale(image, self.max_side)
+        found = best_boxes(self.backend(pixels), pixels.shape, self.threshold)
+        # the downscaled size is rounded, so a box at its edge can map back past the image by a pixel
+        limits = np.array(image.shape[::-1] * 2, dtype=float)
+        return {bone: replace(d, box=None if d.box is None
+                              else tuple(np.minimum(np.array(d.box) / scale, limits).tolist()))
+                for bone, d in found.items()}
