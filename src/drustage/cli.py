@@ -112,6 +112,7 @@ def _classifier_config(args: argparse.Namespace):
         batch_size=args.batch_size, epochs=args.epochs, seed=args.seed, balance=args.balance, augment=args.augment,
         test_per_class=args.test_per_class, test_fraction=args.test_fraction, val_fraction=args.val_fraction,
         min_stage=args.min_stage, per_class_cap=caps, threads=args.threads, aged_weight=args.aged_weight,
+        device=args.device,
     )
 
 
@@ -172,7 +173,7 @@ def _cmd_train_detector(args: argparse.Namespace) -> int:
         schedule=args.schedule, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, validate_every=args.validate_every,
         augment=args.augment, rotation=args.rotation, min_scale=args.min_scale, seed=args.seed,
-        threads=args.threads, weights=args.weights, dataset_weights=args.dataset_weights,
+        threads=args.threads, weights=args.weights, dataset_weights=args.dataset_weights, device=args.device,
     )
     config.validate()
     datasets = [read_dataset(path) for path in args.datasets]
@@ -237,7 +238,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     predictor = Predictor(load_bundle(args.model), detection_threshold=args.threshold,
                           min_confidence=args.min_confidence, runtime=args.runtime,
-                          review_detection_score=args.review_detection_score)
+                          review_detection_score=args.review_detection_score, device=args.device)
     paths, input_problems = expand_inputs(args.paths)
     for problem in input_problems:
         print(f"drustage: error: {printable(problem)}", file=sys.stderr)
@@ -313,7 +314,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         from drustage.inference.bundle import load_bundle
         from drustage.pipeline import Predictor, predict_files
 
-        predictor = Predictor(load_bundle(args.model), runtime=args.runtime)
+        predictor = Predictor(load_bundle(args.model), runtime=args.runtime, device=args.device)
         readable = [f for f in films if f.path.is_file()]
         problems += [f"{f.path}: image not found" for f in films if not f.path.is_file()]
         reports, failures = predict_files(predictor, [f.path for f in readable], Path(args.out) / "predictions",
@@ -385,7 +386,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     config = ServiceConfig(model=Path(args.model), label_dir=Path(args.label_dir) if args.label_dir else None,
                            max_upload_bytes=args.max_upload_mb << 20, detection_threshold=args.threshold,
                            review_detection_score=args.review_detection_score, inference_slots=args.slots,
-                           runtime=args.runtime, allowed_hosts=hosts, token=token)
+                           runtime=args.runtime, allowed_hosts=hosts, token=token, device=args.device)
     app = create_app(config)
     query = f"?token={token}" if token else ""
     print(f"drustage: serving {args.model} on http://{args.host}:{args.port}/{query} (API docs at /docs)")
@@ -402,6 +403,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                       workers=args.workers)
     print(f"demo report: {report}")
     return 0
+
+
+def _add_device_argument(parser: argparse.ArgumentParser) -> None:
+    from drustage.inference.device import DEFAULT_DEVICE, DEVICE_CHOICES
+
+    parser.add_argument("--device", default=DEFAULT_DEVICE,
+                        help=f"where the networks run: {DEVICE_CHOICES} (auto: CUDA when present; "
+                             "mixed precision on CUDA)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -476,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "weak supervision from the growth table's stage distribution per age")
     train.add_argument("--aged-weight", type=float, default=1.0, help="weight of the --aged films' loss")
     train.add_argument("--threads", type=int, help="torch CPU threads")
+    _add_device_argument(train)
     train.add_argument("--workers", type=int, default=1, help="processes for crop extraction")
     train.add_argument("--quiet", action="store_true")
     train.set_defaults(handler=_cmd_train_classifier)
@@ -520,6 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="smallest random zoom (below 1 shrinks the film in its frame): one, or one per dataset")
     detector.add_argument("--seed", type=int, default=0)
     detector.add_argument("--threads", type=int)
+    _add_device_argument(detector)
     detector.add_argument("--workers", type=int, default=1, help="processes for image loading")
     detector.add_argument("--quiet", action="store_true")
     detector.set_defaults(handler=_cmd_train_detector)
@@ -566,6 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
                          help="run the networks with PyTorch, or ONNX Runtime (after drustage export-onnx)")
     predict.add_argument("--workers", type=int, default=1, help="processes, each with a share of the CPU threads")
+    _add_device_argument(predict)
     predict.add_argument("--sex", help="the patient's sex (F or M), for the plausibility checks of every input")
     predict.add_argument("--age", type=float, help="the patient's age in years (bone or chronological age)")
     predict.add_argument("--patients", help="sheet with file, age (age_years or age_months) and sex per input")
@@ -581,6 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--model", help="bundle to run on the sheet's films")
     validate.add_argument("--out", required=True, help="folder for report.html, report.md, validation.json")
     validate.add_argument("--runtime", choices=("torch", "onnx"), default="torch")
+    _add_device_argument(validate)
     validate.add_argument("--workers", type=int, default=1)
     validate.add_argument("--quiet", action="store_true")
     validate.set_defaults(handler=_cmd_validate)
@@ -616,6 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--slots", type=int, default=1, help="radiographs run through the models at once")
     serve.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
                        help="torch, or onnx (after drustage export-onnx)")
+    _add_device_argument(serve)
     serve.add_argument("--quiet", action="store_true", help="log warnings only")
     serve.set_defaults(handler=_cmd_serve)
 

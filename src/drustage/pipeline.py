@@ -25,6 +25,7 @@ from drustage.imaging import Radiograph
 from drustage.inference.bundle import Bundle, check_member
 from drustage.inference.classifier import TorchClassifier, load_classifier
 from drustage.inference.detector import Detector
+from drustage.inference.device import DEFAULT_DEVICE, resolve_device
 from drustage.io_utils import file_sha256, printable
 from drustage.stages import BONES, PHASES, ClassScheme, Stage, bracing_guidance
 
@@ -125,11 +126,15 @@ class Predictor:
 
     def __init__(self, bundle: Bundle, detection_threshold: float = 0.5, min_confidence: float = 0.6,
                  runtime: str = "torch", threads: int | None = None,
-                 review_detection_score: float | None = None):
+                 review_detection_score: float | None = None, device: str = DEFAULT_DEVICE):
         from drustage.stages import scheme_from_dict
 
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
+        # ONNX Runtime runs here on the CPU: "auto" means the CPU for it, anything else is refused
+        if runtime == "onnx" and device not in ("auto", "cpu"):
+            raise ValueError(f"device {device!r}: the onnx runtime runs on the CPU here; use --runtime torch")
+        resolved = torch.device("cpu") if runtime == "onnx" else resolve_device(device)
         self.bundle = bundle
         self.runtime = runtime
         if runtime == "onnx":
@@ -137,8 +142,8 @@ class Predictor:
 
             self.detector, self.classifiers = load_onnx_models(bundle, detection_threshold, threads=threads)
         else:
-            self.detector = Detector.from_checkpoint(bundle.path("detector"), detection_threshold)
-            self.classifiers = {bone: TorchClassifier(bundle.path(bone)) for bone in BONES}
+            self.detector = Detector.from_checkpoint(bundle.path("detector"), detection_threshold, resolved)
+            self.classifiers = {bone: TorchClassifier(bundle.path(bone), resolved) for bone in BONES}
             for bone, classifier in self.classifiers.items():
                 check_member(bundle, bone, classifier.payload)
         self.schemes = {bone: scheme_from_dict(bundle.manifest[bone]["scheme"]) for bone in BONES}
@@ -147,13 +152,15 @@ class Predictor:
                                        else review_detection_score)
         # what a worker process needs to build the same predictor
         self.settings = {"detection_threshold": detection_threshold, "min_confidence": min_confidence,
-                         "runtime": runtime, "review_detection_score": self.review_detection_score}
+                         "runtime": runtime, "review_detection_score": self.review_detection_score,
+                         "device": str(resolved)}
         self._torch_classifiers: dict[str, torch.nn.Module] = {}
 
     def torch_classifier(self, bone: str) -> torch.nn.Module:
-        """The PyTorch model of a bone's classifier (Grad-CAM needs its gradients)."""
-        if isinstance(self.classifiers[bone], TorchClassifier):
-            return self.classifiers[bone].model
+        """The PyTorch model of a bone's classifier on the CPU (Grad-CAM needs its gradients)."""
+        classifier = self.classifiers[bone]
+        if isinstance(classifier, TorchClassifier) and classifier.device.type == "cpu":
+            return classifier.model
         if bone not in self._torch_classifiers:
             self._torch_classifiers[bone] = load_classifier(self.bundle.path(bone))[0]
         return self._torch_classifiers[bone]

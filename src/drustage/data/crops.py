@@ -145,7 +145,8 @@ def _tracked(iterable, bar):
 
 def window_batch(context: torch.Tensor, generator: torch.Generator | None, max_shift: float,
                  scale_range: tuple[float, float]) -> torch.Tensor:
-    """Cut 128x96 windows from context crops; with a generator, randomly shifted and scaled."""
+    """Cut 128x96 windows from context crops (on their device); with a generator (on the CPU, so
+    the draws are the same on every device), randomly shifted and scaled."""
     n = context.shape[0]
     scale = torch.full((n,), 1.0 / CONTEXT)
     shift = torch.zeros(n, 2)
@@ -158,5 +159,5 @@ def window_batch(context: torch.Tensor, generator: torch.Generator | None, max_s
     theta[:, 0, 0] = scale
     theta[:, 1, 1] = scale
     theta[:, :, 2] = shift
-    grid = F.affine_grid(theta, (n, 1, *CROP_SIZE), align_corners=False)
+    grid = F.affine_grid(theta.to(context.device), (n, 1, *CROP_SIZE), align_corners=False)
     return F.grid_sample(context, grid, mode="bilinear", padding_mode="border", align_corners=False)

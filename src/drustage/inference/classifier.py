@@ -14,6 +14,7 @@ import torch
 
 from drustage.data.crops import window_batch
 from drustage.inference.checkpoints import CheckpointError, load_checkpoint
+from drustage.inference.device import DEFAULT_DEVICE, mixed_precision, resolve_device
 from drustage.models.classifier import StageClassifier
 from drustage.models.spec import parse_net_spec
 
@@ -46,13 +47,15 @@ def load_classifier(path: str | Path) -> tuple[StageClassifier, dict]:
 
 
 def predict_logits(model: torch.nn.Module, context: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    """Logits for context crops, centre windows (no augmentation)."""
+    """Logits (float32, on the CPU) for context crops, centre windows (no augmentation), on the
+    model's device."""
     model.eval()
+    device = next(model.parameters()).device
     outputs = []
-    with torch.inference_mode():
+    with torch.inference_mode(), mixed_precision(device):
         for start in range(0, len(context), batch):
-            windows = window_batch(context[start:start + batch], None, 0.0, (1.0, 1.0))
-            outputs.append(model(windows.contiguous(memory_format=torch.channels_last)))
+            windows = window_batch(context[start:start + batch].to(device), None, 0.0, (1.0, 1.0))
+            outputs.append(model(windows.contiguous(memory_format=torch.channels_last)).float().cpu())
     return torch.cat(outputs)
 
 
@@ -62,13 +65,16 @@ def expected_class(probabilities: np.ndarray) -> np.ndarray:
 
 
 class TorchClassifier:
-    """A stage classifier run by PyTorch: crops (N, 128, 96) -> class probabilities (N, C)."""
+    """A stage classifier run by PyTorch on ``device`` (mixed precision on CUDA): crops
+    (N, 128, 96) -> class probabilities (N, C)."""
 
-    def __init__(self, checkpoint: str | Path):
+    def __init__(self, checkpoint: str | Path, device: str | torch.device = DEFAULT_DEVICE):
         model, self.payload = load_classifier(checkpoint)
-        self.model = model.to(memory_format=torch.channels_last)
+        self.device = resolve_device(device)
+        self.model = model.to(self.device, memory_format=torch.channels_last)
 
     def probabilities(self, crops: np.ndarray) -> np.ndarray:
-        tensor = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.float32))[:, None]
-        with torch.inference_mode():
-            return self.model(tensor.contiguous(memory_format=torch.channels_last)).softmax(1).numpy()
+        tensor = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.float32))[:, None].to(self.device)
+        with torch.inference_mode(), mixed_precision(self.device):
+            logits = self.model(tensor.contiguous(memory_format=torch.channels_last))
+        return logits.float().softmax(1).cpu().numpy()

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from drustage.inference.checkpoints import CheckpointError, load_checkpoint
+from drustage.inference.device import DEFAULT_DEVICE, mixed_precision, resolve_device
 from drustage.models.detector import Detection, DetectorConfig, best_boxes, build_detector
 
 DetectorBackend = Callable[[np.ndarray], dict[str, torch.Tensor]]
@@ -56,14 +57,19 @@ def detector_input_side(payload: dict) -> int:
 
 
 class TorchDetectorBackend:
-    """A torchvision detection model run by PyTorch."""
+    """A torchvision detection model run by PyTorch on ``device`` (mixed precision on CUDA);
+    outputs come back to the CPU in float32."""
 
-    def __init__(self, model: torch.nn.Module):
-        self.model = model
+    def __init__(self, model: torch.nn.Module, device: str | torch.device = DEFAULT_DEVICE):
+        self.device = resolve_device(device)
+        self.model = model.to(self.device)
 
     def __call__(self, pixels: np.ndarray) -> dict[str, torch.Tensor]:
-        with torch.inference_mode():
-            return self.model([torch.from_numpy(pixels.astype(np.float32) / 255.0)[None]])[0]
+        image = torch.from_numpy(pixels.astype(np.float32) / 255.0)[None].to(self.device)
+        with torch.inference_mode(), mixed_precision(self.device):
+            output = self.model([image])[0]
+        return {key: value.cpu().float() if value.is_floating_point() else value.cpu()
+                for key, value in output.items()}
 
 
 class Detector:
@@ -75,9 +81,10 @@ class Detector:
         self.threshold = threshold
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str | Path, threshold: float = 0.5) -> Detector:
+    def from_checkpoint(cls, checkpoint: str | Path, threshold: float = 0.5,
+                        device: str | torch.device = DEFAULT_DEVICE) -> Detector:
         model, payload = load_detector(checkpoint)
-        return cls(TorchDetectorBackend(model), detector_input_side(payload), threshold)
+        return cls(TorchDetectorBackend(model, device), detector_input_side(payload), threshold)
 
     def __call__(self, image: np.ndarray) -> dict[str, Detection]:
         pixels, scale = downscale(image, self.max_side)

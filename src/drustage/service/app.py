@@ -36,6 +36,7 @@ from drustage.imaging import (
     to_uint8,
 )
 from drustage.inference.bundle import load_bundle
+from drustage.inference.device import DEFAULT_DEVICE
 from drustage.service.guard import LOOPBACK_NAMES, Guard, GuardConfig
 from drustage.stages import BONES
 
@@ -58,6 +59,7 @@ class ServiceConfig:
     runtime: str = "torch"
     allowed_hosts: tuple[str, ...] = LOOPBACK_NAMES  # Host header names accepted
     token: str | None = None  # required of every request when set
+    device: str = DEFAULT_DEVICE
 
 
 @dataclass
@@ -115,7 +117,7 @@ class Engine:
         self.config = config
         self.bundle = load_bundle(config.model)
         self.predictor = Predictor(self.bundle, config.detection_threshold, runtime=config.runtime,
-                                   review_detection_score=config.review_detection_score)
+                                   review_detection_score=config.review_detection_score, device=config.device)
         self.slots = threading.BoundedSemaphore(config.inference_slots)
         self.results: OrderedDict[str, StoredResult] = OrderedDict()
         self.results_lock = threading.Lock()

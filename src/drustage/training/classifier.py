@@ -36,6 +36,7 @@ from drustage.evaluation import (
 from drustage.growth import stage_distribution
 from drustage.inference.checkpoints import save_checkpoint
 from drustage.inference.classifier import expected_class, load_classifier, predict_logits
+from drustage.inference.device import DEFAULT_DEVICE, grad_scaler, mixed_precision, resolve_device
 from drustage.io_utils import atomic_write_text
 from drustage.models.classifier import StageClassifier
 from drustage.models.spec import parse_net_spec, preset_spec
@@ -77,6 +78,7 @@ class ClassifierConfig:
     calibrate: bool = True  # fit a temperature on the validation crops after model selection
     per_class_cap: dict[str, int] | None = None  # subsample classes, e.g. the paper's set sizes
     threads: int | None = None
+    device: str = DEFAULT_DEVICE  # auto, cpu, cuda or cuda:N; mixed precision on CUDA
 
     def resolved_spec(self):
         if self.net == "custom":
@@ -215,8 +217,10 @@ def ranking_loss(logits: torch.Tensor, ages: torch.Tensor, sexes: list[str | Non
     """RankNet's logistic loss over the pairs of a batch of the same sex whose ages differ by more
     than ``margin`` years: the older should have the higher expected class. Zero without such pairs."""
     classes = logits.shape[1]
-    score = logits.softmax(1) @ torch.arange(classes, dtype=logits.dtype) / max(classes - 1, 1)
-    codes = torch.tensor([{"F": 0, "M": 1}.get(s, -1) for s in sexes])
+    score = logits.float().softmax(1) @ torch.arange(classes, dtype=torch.float32, device=logits.device)
+    score = score / max(classes - 1, 1)
+    ages = ages.to(logits.device)
+    codes = torch.tensor([{"F": 0, "M": 1}.get(s, -1) for s in sexes], device=logits.device)
     same_sex = (codes[:, None] == codes[None, :]) & (codes[:, None] >= 0)  # films of unknown sex stay out
     pairs = ((ages[:, None] - ages[None, :]) > margin) & same_sex
     if not bool(pairs.any()):
@@ -298,7 +302,9 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
     # channels_last measured faster on CPU for training and inference (bench/bench_classifier.py)
     model = StageClassifier(config.resolved_spec(), scheme.num_classes, dropout=config.dropout,
                             standardize=config.standardize)
-    model = model.to(memory_format=torch.channels_last)
+    device = resolve_device(config.device)
+    model = model.to(device, memory_format=torch.channels_last)
+    scaler = grad_scaler(device)
     if config.optimizer == "adam":
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999))
     else:
@@ -326,27 +332,30 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
         for start in tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
                           disable=not progress):
             index = order[start:start + config.batch_size]
-            windows = window_batch(data.crops[index], generator if augmenting else None,
+            windows = window_batch(data.crops[index].to(device), generator if augmenting else None,
                                    config.max_shift, config.scale_range).contiguous(memory_format=torch.channels_last)
-            targets = torch.from_numpy(data.labels[index])
-            logits = model(windows)
-            loss = F.cross_entropy(logits, targets)
-            if aged_train is not None:
-                picked = aged_train[rng.integers(0, len(aged_train), config.aged_batch)]
-                aged_windows = window_batch(aged.crops[picked], generator if augmenting else None, config.max_shift,
-                                            config.scale_range).contiguous(memory_format=torch.channels_last)
-                aged_logits = model(aged_windows)
-                soft = -(aged.targets[picked] * F.log_softmax(aged_logits, 1)).sum(1).mean()
-                loss = loss + config.aged_weight * soft
-                if config.aged_rank_weight:
-                    loss = loss + config.aged_rank_weight * ranking_loss(
-                        aged_logits, torch.from_numpy(aged.ages[picked]).float(),
-                        [aged.sexes[i] for i in picked], config.aged_rank_margin)
+            targets = torch.from_numpy(data.labels[index]).to(device)
+            with mixed_precision(device):
+                logits = model(windows).float()
+                loss = F.cross_entropy(logits, targets)
+                if aged_train is not None:
+                    picked = aged_train[rng.integers(0, len(aged_train), config.aged_batch)]
+                    aged_windows = window_batch(aged.crops[picked].to(device), generator if augmenting else None,
+                                                config.max_shift, config.scale_range
+                                                ).contiguous(memory_format=torch.channels_last)
+                    aged_logits = model(aged_windows).float()
+                    soft = -(aged.targets[picked].to(device) * F.log_softmax(aged_logits, 1)).sum(1).mean()
+                    loss = loss + config.aged_weight * soft
+                    if config.aged_rank_weight:
+                        loss = loss + config.aged_rank_weight * ranking_loss(
+                            aged_logits, torch.from_numpy(aged.ages[picked]).float(),
+                            [aged.sexes[i] for i in picked], config.aged_rank_margin)
             if not torch.isfinite(loss):
                 raise RuntimeError(f"non-finite loss {loss.item()} at epoch {epoch}; lower the learning rate")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             total_loss += loss.item() * len(index)
             total_correct += int((logits.argmax(1) == targets).sum())
         val_loss, val_accuracy = _loss_and_accuracy(model, validation_context, validation_labels)
@@ -364,7 +373,7 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
                   f"val loss {val_loss:.3f} acc {val_accuracy:.3f}{aged_text}")
         if (score, -val_loss) > (best["score"], -best["loss"]):
             best = {"score": score, "loss": val_loss, "epoch": epoch,
-                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+                    "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
 
     model.load_state_dict(best["state"])
     calibration = _calibrate(model, validation_context, validation_labels, config.calibrate)
@@ -379,7 +388,7 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
     counts = {name: int((data.labels == i).sum()) for i, name in enumerate(scheme.classes)}
     if checkpoint:
         save_checkpoint(
-            out / "classifier.pt", "classifier", model.state_dict(),
+            out / "classifier.pt", "classifier", {k: v.cpu() for k, v in model.state_dict().items()},
             config=config.to_dict(), scheme=scheme.to_dict(), input_size=list(CROP_SIZE),
             metrics=test_metrics, history=history, calibration=calibration,
             data={"dataset": str(dataset.root.name), "class_counts": counts,
@@ -402,7 +411,7 @@ def _aged_spearman(model: nn.Module, aged: AgedCrops, index: np.ndarray) -> dict
 
 def _calibrate(model: StageClassifier, context: torch.Tensor, labels: np.ndarray, enabled: bool) -> dict:
     """Fit and set the model's temperature on validation crops; the ECE before and after."""
-    logits = predict_logits(model, context) * model.temperature  # undo any temperature already set
+    logits = predict_logits(model, context) * float(model.temperature)  # undo any temperature already set
     before = logits.softmax(1).numpy()
     temperature = fit_temperature(logits, labels) if enabled else 1.0
     model.temperature.fill_(temperature)

@@ -20,6 +20,7 @@ from drustage.data.layout import Dataset, Record
 from drustage.imaging import load_radiograph
 from drustage.inference.checkpoints import load_checkpoint, save_checkpoint
 from drustage.inference.detector import Detector, downscale, load_detector
+from drustage.inference.device import DEFAULT_DEVICE, grad_scaler, mixed_precision, resolve_device
 from drustage.io_utils import atomic_write_text
 from drustage.models.detector import LABELS, DetectorConfig, best_boxes, build_detector
 from drustage.stages import BONES
@@ -50,6 +51,7 @@ class DetectorTrainConfig:
     min_scale: float | list[float] = 0.85
     seed: int = 0
     threads: int | None = None
+    device: str = DEFAULT_DEVICE  # auto, cpu, cuda or cuda:N; mixed precision on CUDA
     weights: str | None = None  # local state dict or detector checkpoint to start from
     # Share of training batches drawn from each dataset when several are given (e.g. phantoms
     # and a few boxed real films); None samples every training image equally often.
@@ -222,10 +224,12 @@ class DetectorRun:
 def run_detector_on(model, data: DetectionSet, batch: int = 4, threshold: float = 0.5) -> DetectorRun:
     run = DetectorRun([], [], [], [])
     model.eval()
+    device = next(model.parameters()).device
     for start in range(0, len(data), batch):
         items = [data[i] for i in range(start, min(start + batch, len(data)))]
-        with torch.inference_mode():
-            outputs = model([image for image, _ in items])
+        with torch.inference_mode(), mixed_precision(device):
+            outputs = model([image.to(device) for image, _ in items])
+        outputs = [{k: v.cpu().float() if v.is_floating_point() else v.cpu() for k, v in o.items()} for o in outputs]
         for (image, target), output in zip(items, outputs):
             run.predictions.append({k: output[k] for k in ("boxes", "scores", "labels")})
             run.truths.append({"boxes": target["boxes"], "labels": target["labels"]})
@@ -299,19 +303,19 @@ def split_records(dataset: Dataset, config: DetectorTrainConfig,
     return train, val, test
 
 
-def _training_loader(train_sets: list[DetectionSet], config: DetectorTrainConfig):
+def _training_loader(train_sets: list[DetectionSet], config: DetectorTrainConfig, pin_memory: bool):
     generator = torch.Generator().manual_seed(config.seed)
     joined = torch.utils.data.ConcatDataset(train_sets)
     if config.dataset_weights is None:
         return torch.utils.data.DataLoader(joined, batch_size=config.batch_size, shuffle=True, collate_fn=_collate,
-                                           generator=generator, drop_last=True)
+                                           generator=generator, drop_last=True, pin_memory=pin_memory)
     total = sum(config.dataset_weights)
     per_image = torch.cat([torch.full((len(s),), w / total / len(s), dtype=torch.float64)
                            for s, w in zip(train_sets, config.dataset_weights)])
     sampler = torch.utils.data.WeightedRandomSampler(per_image, num_samples=len(joined), replacement=True,
                                                      generator=generator)
     return torch.utils.data.DataLoader(joined, batch_size=config.batch_size, sampler=sampler, collate_fn=_collate,
-                                       drop_last=True)
+                                       drop_last=True, pin_memory=pin_memory)
 
 
 def _validation_summary(model, val_sets: list[DetectionSet]) -> dict[str, float]:
@@ -343,8 +347,10 @@ def train_detector(datasets: Dataset | list[Dataset], config: DetectorTrainConfi
                                rotation=_per_dataset(config.rotation, i), min_scale=_per_dataset(config.min_scale, i))
                   for i, (d, (train, _, _)) in enumerate(zip(datasets, splits))]
     val_sets = [DetectionSet(d, val, max_side, False, workers, progress) for d, (_, val, _) in zip(datasets, splits)]
-    loader = _training_loader(train_sets, config)
-    model = build_detector(config.model, weights=config.weights)
+    device = resolve_device(config.device)
+    loader = _training_loader(train_sets, config, pin_memory=device.type == "cuda")
+    model = build_detector(config.model, weights=config.weights).to(device)
+    scaler = grad_scaler(device)
     history, best = [], {"score": -1.0, "state": None, "iteration": 0}
     iteration = 0
     for phase, steps in schedule_phases(config):
@@ -361,15 +367,20 @@ def train_detector(datasets: Dataset | list[Dataset], config: DetectorTrainConfi
         while done < steps:
             for images, targets in loader:
                 model.train()
-                losses = model(list(images), list(targets))
-                loss = sum(losses[k] for k in wanted)
+                images = [image.to(device, non_blocking=True) for image in images]
+                targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+                with mixed_precision(device):
+                    losses = model(images, targets)
+                    loss = sum(losses[k] for k in wanted)
                 if not torch.isfinite(loss):
                     raise RuntimeError(f"non-finite detector loss {loss.item()} at iteration {iteration}; "
                                        "lower the learning rate")
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
                 torch.nn.utils.clip_grad_norm_(parameters, 10.0)
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 schedule.step()
                 done += 1
                 iteration += 1
@@ -381,7 +392,7 @@ def train_detector(datasets: Dataset | list[Dataset], config: DetectorTrainConfi
                     history.append({"iteration": iteration, "phase": phase, "loss": float(loss.item()), **summary})
                     if score > best["score"]:
                         best = {"score": score, "iteration": iteration,
-                                "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+                                "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
                 if done == steps:
                     break
         bar.close()
@@ -396,7 +407,8 @@ def train_detector(datasets: Dataset | list[Dataset], config: DetectorTrainConfi
     if len(datasets) > 1:
         test_metrics["by_dataset"] = by_dataset
     test_metrics["best_iteration"] = best["iteration"]
-    save_checkpoint(out / "detector.pt", "detector", model.state_dict(), config=_plain(config.to_dict()),
+    save_checkpoint(out / "detector.pt", "detector", {k: v.cpu() for k, v in model.state_dict().items()},
+                    config=_plain(config.to_dict()),
                     metrics=test_metrics, history=history,
                     data={"dataset": names[0], "datasets": names,
                           "train": sum(len(s) for s in train_sets), "validation": sum(len(s) for s in val_sets),

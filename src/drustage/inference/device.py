@@ -1,0 +1,49 @@
+"""Where the networks run: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``,
+and the mixed precision used on CUDA (bfloat16 where the GPU has it, else float16)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+DEFAULT_DEVICE = "auto"
+
+
+def resolve_device(name: str | torch.device = DEFAULT_DEVICE) -> torch.device:
+    """The ``torch.device`` a name asks for; a one-line ``ValueError`` when it cannot be used here."""
+    if isinstance(name, torch.device):
+        return name
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {name!r}: expected {DEVICE_CHOICES}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r}: expected {DEVICE_CHOICES}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r}: CUDA is not available on this machine (use cpu or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The reduced precision autocast uses on ``device``; None (full precision) on CPU."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def mixed_precision(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast on CUDA; nothing on CPU, so CPU answers stay exactly those of full precision."""
+    dtype = autocast_dtype(device)
+    return torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def grad_scaler(device: torch.device) -> torch.amp.GradScaler:
+    """A gradient scaler, active only where autocast runs in float16 (bfloat16 needs none)."""
+    return torch.amp.GradScaler("cuda", enabled=autocast_dtype(device) == torch.float16)
