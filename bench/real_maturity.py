@@ -23,12 +23,12 @@ import numpy as np
 RECIPES = {
     # name: ClassifierConfig overrides of the demo's, and whether the aged films join training
     "phantoms": ({}, False),
-    "weak": ({"aged_weight": 1.0, "aged_batch": 16}, True),
-    "weak-heavy": ({"aged_weight": 3.0, "aged_batch": 16}, True),
-    "weak-heavy-wide-batch": ({"aged_weight": 3.0, "aged_batch": 32}, True),
-    "weak-narrow": ({"aged_weight": 3.0, "aged_spread": 0.5}, True),
-    "weak-wide": ({"aged_weight": 3.0, "aged_spread": 1.2}, True),
-    # the demo's weak recipe plus a within-sex ranking loss on the expected stage
+    "weak": ({"aged_weight": 1.0, "aged_batch": 16, "aged_rank_weight": 0.0}, True),
+    "weak-heavy": ({"aged_weight": 3.0, "aged_batch": 16, "aged_rank_weight": 0.0}, True),
+    "weak-heavy-wide-batch": ({"aged_weight": 3.0, "aged_batch": 32, "aged_rank_weight": 0.0}, True),
+    "weak-narrow": ({"aged_weight": 3.0, "aged_spread": 0.5, "aged_rank_weight": 0.0}, True),
+    "weak-wide": ({"aged_weight": 3.0, "aged_spread": 1.2, "aged_rank_weight": 0.0}, True),
+    # weak-heavy-wide-batch plus a within-sex ranking loss on the expected stage (the demo's: heavy)
     "weak-rank": ({"aged_weight": 3.0, "aged_batch": 32, "aged_rank_weight": 1.0}, True),
     "weak-rank-heavy": ({"aged_weight": 3.0, "aged_batch": 32, "aged_rank_weight": 5.0}, True),
 }

@@ -112,7 +112,7 @@ def _classifier_config(args: argparse.Namespace):
         batch_size=args.batch_size, epochs=args.epochs, seed=args.seed, balance=args.balance, augment=args.augment,
         test_per_class=args.test_per_class, test_fraction=args.test_fraction, val_fraction=args.val_fraction,
         min_stage=args.min_stage, per_class_cap=caps, threads=args.threads, aged_weight=args.aged_weight,
-        device=args.device,
+        aged_rank_weight=args.aged_rank_weight, device=args.device,
     )
 
 
@@ -484,6 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--aged", help="dataset of real films with age_years, sex and boxes but no stages: "
                                       "weak supervision from the growth table's stage distribution per age")
     train.add_argument("--aged-weight", type=float, default=1.0, help="weight of the --aged films' loss")
+    train.add_argument("--aged-rank-weight", type=float, default=0.0,
+                       help="weight of a within-sex ranking loss on the --aged films' expected stage (older reads "
+                            "more mature)")
     train.add_argument("--threads", type=int, help="torch CPU threads")
     _add_device_argument(train)
     train.add_argument("--workers", type=int, default=1, help="processes for crop extraction")

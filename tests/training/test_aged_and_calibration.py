@@ -14,6 +14,7 @@ from drustage.training.classifier import (
     class_distribution,
     fit_temperature,
     probability_metrics,
+    ranking_loss,
     train_classifier,
     within_sex_spearman,
 )
@@ -98,6 +99,21 @@ def test_aged_films_join_training_and_their_test_part_is_never_looked_at(quick_d
         assert torch.equal(value, again["state_dict"][key])
 
 
+def test_the_ranking_loss_rewards_older_films_reading_more_mature():
+    ages = torch.tensor([6.0, 9.0, 12.0, 15.0])
+    sexes = ["F", "F", "F", "F"]
+    ordered = torch.eye(4) * 8  # the class of each film follows its age
+    assert ranking_loss(ordered, ages, sexes, margin=1.0) < ranking_loss(ordered.flip(0), ages, sexes, margin=1.0)
+    # pairs across sexes, of unknown sex or closer in age than the margin do not count
+    assert ranking_loss(ordered.flip(0), ages, ["F", "M", None, None], margin=1.0) == 0.0
+    assert ranking_loss(ordered.flip(0), ages, ["F", "M", "F", "M"], margin=6.0) == 0.0
+    assert ranking_loss(ordered.flip(0), ages, ["F", "M", "F", "M"], margin=5.0) > 0.0  # 6 vs 12 years
+    # its gradient raises the older film's expected class
+    logits = torch.zeros(2, 4, requires_grad=True)
+    ranking_loss(logits, torch.tensor([8.0, 14.0]), ["M", "M"], margin=1.0).backward()
+    assert logits.grad[1, 3] < 0 < logits.grad[0, 3]
+
+
 def test_aged_films_need_training_and_validation_films(quick_dataset, tmp_path):
     dataset = read_dataset(quick_dataset)
     config = ClassifierConfig(**TINY)
@@ -113,6 +129,8 @@ def test_cli_trains_with_aged_films(quick_dataset, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train-classifier", str(quick_dataset), "--out", str(run), "--net", "custom", "--conv", "4c3-8c3",
                  "--fc", "16", "--epochs", "1", "--augment", "1", "--val-fraction", "0", "--test-fraction", "0.25",
-                 "--scheme", "stage", "--aged", str(quick_dataset), "--aged-weight", "0.5", "--quiet"]) == 0
+                 "--scheme", "stage", "--aged", str(quick_dataset), "--aged-weight", "0.5", "--aged-rank-weight", "2",
+                 "--quiet"]) == 0
     payload = load_checkpoint(run / "classifier.pt", "classifier")
-    assert payload["config"]["aged_weight"] == 0.5 and sum(payload["data"]["aged"].values()) == 12
+    assert payload["config"]["aged_weight"] == 0.5 and payload["config"]["aged_rank_weight"] == 2.0
+    assert sum(payload["data"]["aged"].values()) == 12
