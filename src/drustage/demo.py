@@ -146,6 +146,11 @@ def _step(out: Path, name: str, settings: dict, log) -> bool:
     return True
 
 
+def _what_trains(config: dict) -> dict:
+    """A training config as plain JSON data without its device: where a step ran is not a reason to redo it."""
+    return {k: v for k, v in json.loads(json.dumps(config)).items() if k != "device"}
+
+
 def _finish(out: Path, name: str, settings: dict) -> None:
     atomic_write_text(out / name / ".done.json", json.dumps(settings, sort_keys=True))
 
@@ -207,7 +212,7 @@ def run_demo(out: str | Path, quick: bool = False, real: Path | None = None, wor
         detector_config.dataset_weights = [1 - config.real_batch_share,
                                            *(config.real_batch_share * n / sum(boxed) for n in boxed)]
     settings = {"phantoms": config.phantoms, "real_films": {name: len(s.records) for name, s, _ in real_sets} or None,
-                **json.loads(json.dumps(detector_config.to_dict()))}
+                **_what_trains(detector_config.to_dict())}
     if _step(out, "detector", settings, log):
         t = time.perf_counter()
         train_detector(detector_data, detector_config, out / "detector", workers=workers)
@@ -222,7 +227,7 @@ def run_demo(out: str | Path, quick: bool = False, real: Path | None = None, wor
 
     for bone in ("radius", "ulna"):
         classifier_config = demo_classifier_config(bone, config)
-        settings = {"phantoms": config.phantoms, **classifier_config.to_dict(),
+        settings = {"phantoms": config.phantoms, **_what_trains(classifier_config.to_dict()),
                     "aged": None if aged_dataset is None else json.loads((out / "aged" / ".done.json").read_text())}
         if _step(out, bone, settings, log):
             t = time.perf_counter()
