@@ -17,6 +17,9 @@ from dataclasses import dataclass
 
 from drustage.stages import N_STAGES, Bone, Stage, check_bone
 
+__all__ = ["PatientInfo", "SEXES", "discordance", "expected_stage_for_age", "implausible_for_age", "mean_age_at",
+           "stage_distribution"]
+
 # Age (years, girls) at the middle of each stage; a continuous stage k + 0.5 sits there.
 STAGE_MID_AGE: dict[Bone, tuple[float, ...]] = {
     "radius": (4.8, 5.9, 7.0, 8.1, 9.2, 10.3, 11.4, 12.8, 14.2, 15.6, 17.2),

@@ -14,6 +14,9 @@ import numpy as np
 
 from drustage.io_utils import printable
 
+__all__ = ["Radiograph", "RadiographError", "RadiographMeta", "dicom_patient_sex_age", "image_size", "is_dicom",
+           "load_radiograph"]
+
 # Largest image accepted, in pixels: real hand radiographs are under 20 Mpx; this stops
 # decompression bombs long before memory runs out.
 MAX_PIXELS = 80_000_000

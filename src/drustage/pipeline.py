@@ -29,6 +29,9 @@ from drustage.inference.device import DEFAULT_DEVICE, resolve_device
 from drustage.io_utils import file_sha256, printable
 from drustage.stages import BONES, PHASES, ClassScheme, Stage, bracing_guidance
 
+__all__ = ["BoneResult", "Predictor", "REVIEW_DETECTION_SCORE", "RUNTIMES", "StageReport", "expand_inputs",
+           "hand_side", "infer_laterality", "predict_file", "predict_files"]
+
 REPORT_VERSION = 1
 
 

@@ -12,6 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+__all__ = ["BracingGuidance", "ClassScheme", "DISCLAIMER", "GrowthEvent", "Stage", "all_stages", "bracing_guidance",
+           "get_scheme", "growth_events_at", "parse_stage", "phase_of", "scheme_from_dict", "stages_in_phase"]
+
 Bone = Literal["radius", "ulna"]
 BONES: tuple[Bone, ...] = ("radius", "ulna")
 BONE_PREFIX: dict[Bone, str] = {"radius": "R", "ulna": "U"}

@@ -23,6 +23,8 @@ from pathlib import Path
 from drustage.io_utils import atomic_path, atomic_write_text, file_sha256, read_json
 from drustage.stages import BONES
 
+__all__ = ["Bundle", "BundleError", "assemble_bundle", "check_member", "load_bundle"]
+
 BUNDLE_FORMAT = "drustage-bundle"
 BUNDLE_VERSION = 1
 MANIFEST = "bundle.json"

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from drustage.io_utils import atomic_path, load_weights_only
 
+__all__ = ["CheckpointError", "library_versions", "load_checkpoint", "save_checkpoint"]
+
 CHECKPOINT_VERSION = 1
 
 

@@ -18,6 +18,8 @@ from drustage.inference.device import DEFAULT_DEVICE, mixed_precision, resolve_d
 from drustage.models.classifier import StageClassifier
 from drustage.models.spec import parse_net_spec
 
+__all__ = ["ClassifierBackend", "TorchClassifier", "expected_class", "load_classifier", "predict_logits"]
+
 
 class ClassifierBackend(Protocol):
     def probabilities(self, crops: np.ndarray) -> np.ndarray: ...

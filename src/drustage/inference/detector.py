@@ -19,6 +19,8 @@ from drustage.inference.checkpoints import CheckpointError, load_checkpoint
 from drustage.inference.device import DEFAULT_DEVICE, mixed_precision, resolve_device
 from drustage.models.detector import Detection, DetectorConfig, best_boxes, build_detector
 
+__all__ = ["Detector", "DetectorBackend", "TorchDetectorBackend", "detector_input_side", "downscale", "load_detector"]
+
 DetectorBackend = Callable[[np.ndarray], dict[str, torch.Tensor]]
 
 

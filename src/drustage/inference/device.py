@@ -7,6 +7,8 @@ import contextlib
 
 import torch
 
+__all__ = ["DEFAULT_DEVICE", "autocast_dtype", "grad_scaler", "mixed_precision", "resolve_device"]
+
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 DEFAULT_DEVICE = "auto"
 

@@ -23,6 +23,8 @@ from drustage.inference.detector import Detector, detector_input_side, load_dete
 from drustage.io_utils import atomic_path, atomic_write_text, file_sha256, read_json
 from drustage.stages import BONES
 
+__all__ = ["OnnxClassifier", "OnnxDetectorBackend", "default_onnx_dir", "export_onnx", "load_onnx_models"]
+
 OPSET = 17
 ONNX_MANIFEST = "onnx.json"
 ONNX_FILES = {"detector": "detector.onnx", "radius": "radius.onnx", "ulna": "ulna.onnx"}
