@@ -235,11 +235,11 @@ def test_train_on_two_datasets_reports_each(quick_dataset, tmp_path, capsys):
 def test_boxes_map_back_inside_the_original_image():
     from drustage.inference.detector import Detector
 
-    detector = Detector.__new__(Detector)
-    detector.max_side, detector.threshold = 512, 0.5
-    # a box reaching the far corner of the downscaled image (450 x 512 for 957 x 1090)
-    detector.raw = lambda pixels: {"boxes": torch.tensor([[10.0, 10.0, *map(float, pixels.shape[::-1])]]),
-                                   "labels": torch.tensor([1]), "scores": torch.tensor([0.9])}
+    def backend(pixels):  # a box reaching the far corner of the downscaled image (450 x 512 for 957 x 1090)
+        return {"boxes": torch.tensor([[10.0, 10.0, *map(float, pixels.shape[::-1])]]),
+                "labels": torch.tensor([1]), "scores": torch.tensor([0.9])}
+
+    detector = Detector(backend, max_side=512, threshold=0.5)
     found = detector(np.zeros((957, 1090), dtype=np.float32))
     assert found["radius"].box == pytest.approx((10 * 1090 / 512, 10 * 1090 / 512, 1090.0, 957.0))
 

@@ -7,8 +7,6 @@ postero-anteriorly (radius on the left of the crop, ulna on the right).
 from __future__ import annotations
 
 import numpy as np
-import torch
-from torch.nn import functional as F
 
 CROP_SIZE: tuple[int, int] = (128, 96)  # (height, width), the paper's classifier input
 CROP_MARGIN = 0.08  # fraction of the box added on each side before growing to 4:3
@@ -141,23 +139,3 @@ def _tracked(iterable, bar):
     for item in iterable:
         bar.update()
         yield item
-
-
-def window_batch(context: torch.Tensor, generator: torch.Generator | None, max_shift: float,
-                 scale_range: tuple[float, float]) -> torch.Tensor:
-    """Cut 128x96 windows from context crops (on their device); with a generator (on the CPU, so
-    the draws are the same on every device), randomly shifted and scaled."""
-    n = context.shape[0]
-    scale = torch.full((n,), 1.0 / CONTEXT)
-    shift = torch.zeros(n, 2)
-    if generator is not None:
-        low, high = scale_range
-        scale = scale * (low + (high - low) * torch.rand(n, generator=generator))
-        # normalised coordinates span 2 across the context; the window spans 2 / CONTEXT
-        shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * max_shift * 2 / CONTEXT
-    theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0] = scale
-    theta[:, 1, 1] = scale
-    theta[:, :, 2] = shift
-    grid = F.affine_grid(theta.to(context.device), (n, 1, *CROP_SIZE), align_corners=False)
-    return F.grid_sample(context, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -11,18 +11,40 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
-from drustage.data.crops import window_batch
+from drustage.data.crops import CONTEXT, CROP_SIZE
 from drustage.inference.checkpoints import CheckpointError, load_checkpoint
 from drustage.inference.device import DEFAULT_DEVICE, mixed_precision, resolve_device
 from drustage.models.classifier import StageClassifier
 from drustage.models.spec import parse_net_spec
 
-__all__ = ["ClassifierBackend", "TorchClassifier", "expected_class", "load_classifier", "predict_logits"]
+__all__ = ["ClassifierBackend", "TorchClassifier", "expected_class", "load_classifier", "predict_logits",
+           "window_batch"]
 
 
 class ClassifierBackend(Protocol):
     def probabilities(self, crops: np.ndarray) -> np.ndarray: ...
+
+
+def window_batch(context: torch.Tensor, generator: torch.Generator | None, max_shift: float,
+                 scale_range: tuple[float, float]) -> torch.Tensor:
+    """Cut 128x96 windows from context crops (on their device); with a generator (on the CPU, so
+    the draws are the same on every device), randomly shifted and scaled."""
+    n = context.shape[0]
+    scale = torch.full((n,), 1.0 / CONTEXT)
+    shift = torch.zeros(n, 2)
+    if generator is not None:
+        low, high = scale_range
+        scale = scale * (low + (high - low) * torch.rand(n, generator=generator))
+        # normalised coordinates span 2 across the context; the window spans 2 / CONTEXT
+        shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * max_shift * 2 / CONTEXT
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = scale
+    theta[:, 1, 1] = scale
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta.to(context.device), (n, 1, *CROP_SIZE), align_corners=False)
+    return F.grid_sample(context, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def load_classifier(path: str | Path) -> tuple[StageClassifier, dict]:

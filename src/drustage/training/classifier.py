@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from drustage.data.crops import CROP_SIZE, extract_context_crops, window_batch
+from drustage.data.crops import CROP_SIZE, extract_context_crops
 from drustage.data.layout import Dataset
 from drustage.data.splits import stratified_split
 from drustage.evaluation import (
@@ -35,7 +35,7 @@ from drustage.evaluation import (
 )
 from drustage.growth import stage_distribution
 from drustage.inference.checkpoints import save_checkpoint
-from drustage.inference.classifier import expected_class, load_classifier, predict_logits
+from drustage.inference.classifier import expected_class, load_classifier, predict_logits, window_batch
 from drustage.inference.device import DEFAULT_DEVICE, grad_scaler, mixed_precision, resolve_device
 from drustage.io_utils import atomic_write_text
 from drustage.models.classifier import StageClassifier

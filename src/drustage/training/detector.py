@@ -303,7 +303,7 @@ def split_records(dataset: Dataset, config: DetectorTrainConfig,
     return train, val, test
 
 
-def _training_loader(train_sets: list[DetectionSet], config: DetectorTrainConfig, pin_memory: bool):
+def _training_loader(train_sets: list[DetectionSet], config: DetectorTrainConfig, pin_memory: bool = False):
     generator = torch.Generator().manual_seed(config.seed)
     joined = torch.utils.data.ConcatDataset(train_sets)
     if config.dataset_weights is None:
