@@ -4,8 +4,10 @@ and the mixed precision used on CUDA (bfloat16 where the GPU has it, else float1
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used, so the CLI's parser (which names the choices) stays light
+    import torch
 
 __all__ = ["DEFAULT_DEVICE", "autocast_dtype", "grad_scaler", "mixed_precision", "resolve_device"]
 
@@ -15,6 +17,8 @@ DEFAULT_DEVICE = "auto"
 
 def resolve_device(name: str | torch.device = DEFAULT_DEVICE) -> torch.device:
     """The ``torch.device`` a name asks for; a one-line ``ValueError`` when it cannot be used here."""
+    import torch
+
     if isinstance(name, torch.device):
         return name
     if name == "auto":
@@ -35,6 +39,8 @@ def resolve_device(name: str | torch.device = DEFAULT_DEVICE) -> torch.device:
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
     """The reduced precision autocast uses on ``device``; None (full precision) on CPU."""
+    import torch
+
     if device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -42,10 +48,14 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
 
 def mixed_precision(device: torch.device) -> contextlib.AbstractContextManager:
     """Autocast on CUDA; nothing on CPU, so CPU answers stay exactly those of full precision."""
+    import torch
+
     dtype = autocast_dtype(device)
     return torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def grad_scaler(device: torch.device) -> torch.amp.GradScaler:
     """A gradient scaler, active only where autocast runs in float16 (bfloat16 needs none)."""
+    import torch
+
     return torch.amp.GradScaler("cuda", enabled=autocast_dtype(device) == torch.float16)
