@@ -9,7 +9,7 @@ from pathlib import Path
 
 from drustage.io_utils import atomic_path, load_weights_only
 
-__all__ = ["CheckpointError", "library_versions", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CheckpointError", "library_versions", "load_checkpoint", "mismatch_error", "save_checkpoint"]
 
 CHECKPOINT_VERSION = 1
 
@@ -30,11 +30,12 @@ def library_versions() -> dict[str, str]:
 
 
 def save_checkpoint(path: str | Path, kind: str, state_dict: dict, **fields) -> Path:
-    """Save ``state_dict`` with plain-data ``fields`` (config, scheme, metrics...) atomically."""
+    """Save ``state_dict`` with plain-data ``fields`` (config, scheme, metrics...) atomically; its
+    tensors are stored on the CPU whatever device the model trained on, so every load is CPU-only."""
     import torch
 
     payload = {"format": f"drustage-{kind}", "version": CHECKPOINT_VERSION, "versions": library_versions(),
-               "state_dict": state_dict, **fields}
+               "state_dict": {name: tensor.cpu() for name, tensor in state_dict.items()}, **fields}
     path = Path(path)
     try:
         with atomic_path(path) as tmp:
@@ -49,6 +50,11 @@ def save_checkpoint(path: str | Path, kind: str, state_dict: dict, **fields) -> 
 def _first_line(error: Exception) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def mismatch_error(path: str | Path, error: Exception) -> CheckpointError:
+    """The error for a checkpoint whose contents this drustage cannot rebuild a model from."""
+    return CheckpointError(f"{path}: checkpoint does not match this drustage ({_first_line(error)})")
 
 
 def load_checkpoint(path: str | Path, kind: str) -> dict:

@@ -14,7 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from drustage.data.crops import CONTEXT, CROP_SIZE
-from drustage.inference.checkpoints import CheckpointError, load_checkpoint
+from drustage.inference.checkpoints import load_checkpoint, mismatch_error
 from drustage.inference.device import DEFAULT_DEVICE, mixed_precision, resolve_device
 from drustage.models.classifier import StageClassifier
 from drustage.models.spec import parse_net_spec
@@ -63,8 +63,7 @@ def load_classifier(path: str | Path) -> tuple[StageClassifier, dict]:
         model.load_state_dict(payload["state_dict"])
         model.temperature.fill_(float(payload.get("calibration", {}).get("temperature", 1.0)))
     except (KeyError, ValueError, RuntimeError, TypeError) as error:
-        message = str(error).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: checkpoint does not match this drustage ({message})") from None
+        raise mismatch_error(path, error) from None
     model.eval()
     payload["scheme_object"] = scheme
     return model, payload

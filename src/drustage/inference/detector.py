@@ -15,11 +15,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from drustage.inference.checkpoints import CheckpointError, load_checkpoint
+from drustage.inference.checkpoints import load_checkpoint, mismatch_error
 from drustage.inference.device import DEFAULT_DEVICE, mixed_precision, resolve_device
 from drustage.models.detector import Detection, DetectorConfig, best_boxes, build_detector
 
-__all__ = ["Detector", "DetectorBackend", "TorchDetectorBackend", "detector_input_side", "downscale", "load_detector"]
+__all__ = ["Detector", "DetectorBackend", "TorchDetectorBackend", "detections_on_cpu", "detector_input_side",
+           "downscale", "load_detector"]
 
 DetectorBackend = Callable[[np.ndarray], dict[str, torch.Tensor]]
 
@@ -47,8 +48,7 @@ def load_detector(path: str | Path) -> tuple[torch.nn.Module, dict]:
         model = build_detector(model_config)
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        message = str(error).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: checkpoint does not match this drustage ({message})") from None
+        raise mismatch_error(path, error) from None
     model.eval()
     return model, payload
 
@@ -56,6 +56,12 @@ def load_detector(path: str | Path) -> tuple[torch.nn.Module, dict]:
 def detector_input_side(payload: dict) -> int:
     """The longer side a detector checkpoint's images are downscaled to."""
     return int(payload["config"]["model"]["max_size"])
+
+
+def detections_on_cpu(output: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """torchvision's detection output moved to the CPU, floating-point parts in float32 (autocast
+    on CUDA may leave them in half precision)."""
+    return {key: value.cpu().float() if value.is_floating_point() else value.cpu() for key, value in output.items()}
 
 
 class TorchDetectorBackend:
@@ -70,8 +76,7 @@ class TorchDetectorBackend:
         image = torch.from_numpy(pixels.astype(np.float32) / 255.0)[None].to(self.device)
         with torch.inference_mode(), mixed_precision(self.device):
             output = self.model([image])[0]
-        return {key: value.cpu().float() if value.is_floating_point() else value.cpu()
-                for key, value in output.items()}
+        return detections_on_cpu(output)
 
 
 class Detector:

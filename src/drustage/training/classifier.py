@@ -388,7 +388,7 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
     counts = {name: int((data.labels == i).sum()) for i, name in enumerate(scheme.classes)}
     if checkpoint:
         save_checkpoint(
-            out / "classifier.pt", "classifier", {k: v.cpu() for k, v in model.state_dict().items()},
+            out / "classifier.pt", "classifier", model.state_dict(),
             config=config.to_dict(), scheme=scheme.to_dict(), input_size=list(CROP_SIZE),
             metrics=test_metrics, history=history, calibration=calibration,
             data={"dataset": str(dataset.root.name), "class_counts": counts,

@@ -19,7 +19,7 @@ import torch
 from drustage.data.layout import Dataset, Record
 from drustage.imaging import load_radiograph
 from drustage.inference.checkpoints import load_checkpoint, save_checkpoint
-from drustage.inference.detector import Detector, downscale, load_detector
+from drustage.inference.detector import Detector, detections_on_cpu, downscale, load_detector
 from drustage.inference.device import DEFAULT_DEVICE, grad_scaler, mixed_precision, resolve_device
 from drustage.io_utils import atomic_write_text
 from drustage.models.detector import LABELS, DetectorConfig, best_boxes, build_detector
@@ -229,7 +229,7 @@ def run_detector_on(model, data: DetectionSet, batch: int = 4, threshold: float 
         items = [data[i] for i in range(start, min(start + batch, len(data)))]
         with torch.inference_mode(), mixed_precision(device):
             outputs = model([image.to(device) for image, _ in items])
-        outputs = [{k: v.cpu().float() if v.is_floating_point() else v.cpu() for k, v in o.items()} for o in outputs]
+        outputs = [detections_on_cpu(output) for output in outputs]
         for (image, target), output in zip(items, outputs):
             run.predictions.append({k: output[k] for k in ("boxes", "scores", "labels")})
             run.truths.append({"boxes": target["boxes"], "labels": target["labels"]})
@@ -407,8 +407,7 @@ def train_detector(datasets: Dataset | list[Dataset], config: DetectorTrainConfi
     if len(datasets) > 1:
         test_metrics["by_dataset"] = by_dataset
     test_metrics["best_iteration"] = best["iteration"]
-    save_checkpoint(out / "detector.pt", "detector", {k: v.cpu() for k, v in model.state_dict().items()},
-                    config=_plain(config.to_dict()),
+    save_checkpoint(out / "detector.pt", "detector", model.state_dict(), config=_plain(config.to_dict()),
                     metrics=test_metrics, history=history,
                     data={"dataset": names[0], "datasets": names,
                           "train": sum(len(s) for s in train_sets), "validation": sum(len(s) for s in val_sets),
