@@ -251,7 +251,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         boxes = read_boxes(args.boxes)
     patients = _patients(args, paths)
     reports, failures = predict_files(predictor, paths, args.out, gradcam=args.gradcam, progress=not args.quiet,
-                                      boxes=boxes, workers=args.workers, patients=patients)
+                                      boxes=boxes, workers=args.workers, patients=patients, dicom_out=args.dicom_out,
+                                      fhir_out=args.fhir_out)
     for report in reports:
         r, u = report["radius"], report["ulna"]
         flag = "  REVIEW: " + "; ".join(report["review_reasons"]) if report["needs_review"] else ""
@@ -584,6 +585,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--sex", help="the patient's sex (F or M), for the plausibility checks of every input")
     predict.add_argument("--age", type=float, help="the patient's age in years (bone or chronological age)")
     predict.add_argument("--patients", help="sheet with file, age (age_years or age_months) and sex per input")
+    predict.add_argument("--dicom-out", metavar="DIR",
+                         help="for DICOM inputs: an SR and a Secondary Capture of the overlay, in the source's study")
+    predict.add_argument("--fhir-out", metavar="DIR", help="FHIR R4 Observations (one per bone) per input")
     predict.add_argument("--quiet", action="store_true")
     predict.set_defaults(handler=_cmd_predict)
 

@@ -29,8 +29,8 @@ from drustage.inference.device import DEFAULT_DEVICE, resolve_device
 from drustage.io_utils import file_sha256, printable
 from drustage.stages import BONES, PHASES, ClassScheme, Stage, bracing_guidance
 
-__all__ = ["BoneResult", "Predictor", "REVIEW_DETECTION_SCORE", "RUNTIMES", "StageReport", "expand_inputs",
-           "hand_side", "infer_laterality", "predict_file", "predict_files"]
+__all__ = ["BoneResult", "OutputOptions", "Predictor", "REVIEW_DETECTION_SCORE", "RUNTIMES", "StageReport",
+           "expand_inputs", "hand_side", "infer_laterality", "predict_file", "predict_files"]
 
 REPORT_VERSION = 1
 
@@ -316,14 +316,25 @@ def _unique_stems(paths: list[Path]) -> list[str]:
     return stems
 
 
-def predict_file(predictor: Predictor, path: Path, stem: str, out: Path, gradcam: bool = False,
+@dataclass(frozen=True)
+class OutputOptions:
+    """What ``predict_file`` writes besides ``<stem>.json`` and ``<stem>.overlay.png``."""
+
+    gradcam: bool = False  # Grad-CAM heatmaps on the overlay's crops
+    dicom_out: Path | None = None  # DICOM SR + Secondary Capture (DICOM inputs only) in this folder
+    fhir_out: Path | None = None  # FHIR Observations (``<stem>.fhir.json``) in this folder
+
+
+def predict_file(predictor: Predictor, path: Path, stem: str, out: Path, options: OutputOptions = OutputOptions(),
                  given: dict | None = None, patient: PatientInfo | None = None) -> dict:
-    """Predict one radiograph and write ``<stem>.json`` and ``<stem>.overlay.png`` atomically;
-    raises ``ValueError`` naming the file when it cannot be read."""
+    """Predict one radiograph and write ``<stem>.json``, ``<stem>.overlay.png`` and what ``options``
+    asks for, each atomically; every output is built before the first is written, so a file that
+    cannot be read or reported gives a ``ValueError`` naming it and nothing on disk."""
     import json
 
+    from drustage import __version__
     from drustage.gradcam import grad_cam
-    from drustage.imaging import dicom_patient_sex_age, load_radiograph
+    from drustage.imaging import dicom_patient_sex_age, is_dicom, load_radiograph
     from drustage.io_utils import atomic_path, atomic_write_text
     from drustage.viz import render_overlay
 
@@ -334,12 +345,38 @@ def predict_file(predictor: Predictor, path: Path, stem: str, out: Path, gradcam
     result, crops = predictor.predict_with_crops(radiograph, file_sha256(path), given, patient)
     report = result.to_dict()
     heatmaps = None
-    if gradcam:
+    if options.gradcam:
         heatmaps = {bone: grad_cam(predictor.torch_classifier(bone), crop) for bone, crop in crops.items()}
-    report["files"] = {"json": f"{stem}.json", "overlay": f"{stem}.overlay.png"}
-    atomic_write_text(out / f"{stem}.json", json.dumps(report, indent=2) + "\n")
+    files = {"json": f"{stem}.json", "overlay": f"{stem}.overlay.png"}
+    overlay = render_overlay(radiograph.image, report, crops, heatmaps)
+    dicom = header = None
+    if options.dicom_out is not None and is_dicom(path):
+        from drustage.outputs.dicom import dicom_outputs, not_a_hand_radiograph, read_source_header
+
+        header = read_source_header(path)
+        reason = not_a_hand_radiograph(header)
+        if reason:
+            raise ValueError(f"{printable(path)}: no DICOM outputs: {reason}")
+        dicom = dicom_outputs(header, report, np.asarray(overlay), __version__)
+        files.update(structured_report=f"{stem}.sr.dcm", secondary_capture=f"{stem}.sc.dcm")
+    fhir = None
+    if options.fhir_out is not None:
+        from drustage.outputs.fhir import observation_bundle
+
+        study = getattr(header, "StudyInstanceUID", None)
+        fhir = json.dumps(observation_bundle(report, __version__, str(study) if study else None), indent=2) + "\n"
+        files["fhir"] = f"{stem}.fhir.json"
+    report["files"] = files
+    if dicom is not None:
+        from drustage.outputs.dicom import write_dicom_outputs
+
+        write_dicom_outputs(dicom, options.dicom_out, stem)
+    if fhir is not None:
+        options.fhir_out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(options.fhir_out / files["fhir"], fhir)
     with atomic_path(out / f"{stem}.overlay.png") as tmp:
-        render_overlay(radiograph.image, report, crops, heatmaps).save(tmp, format="PNG")
+        overlay.save(tmp, format="PNG")
+    atomic_write_text(out / f"{stem}.json", json.dumps(report, indent=2) + "\n")
     return report
 
 
@@ -363,8 +400,11 @@ def _worker_task(task) -> dict | str:
 
 def predict_files(predictor: Predictor, paths: list[Path], out: str | Path, gradcam: bool = False,
                   progress: bool = True, boxes: dict | None = None, workers: int = 1,
-                  patients: dict[str, PatientInfo] | None = None) -> tuple[list[dict], list[str]]:
-    """Per radiograph ``<stem>.json`` and ``<stem>.overlay.png`` in ``out``, and ``summary.csv``.
+                  patients: dict[str, PatientInfo] | None = None, dicom_out: str | Path | None = None,
+                  fhir_out: str | Path | None = None) -> tuple[list[dict], list[str]]:
+    """Per radiograph ``<stem>.json`` and ``<stem>.overlay.png`` in ``out``, and ``summary.csv``;
+    with ``dicom_out`` a DICOM SR and Secondary Capture per DICOM input, with ``fhir_out`` FHIR
+    Observations per input (see ``OutputOptions``).
 
     ``boxes`` (``{file name: {bone: box}}``, from ``read_boxes``) replaces detection for the
     files it names; ``patients`` (``{file name: PatientInfo}``) adds the age checks. ``workers`` > 1
@@ -383,13 +423,15 @@ def predict_files(predictor: Predictor, paths: list[Path], out: str | Path, grad
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    options = OutputOptions(gradcam, None if dicom_out is None else Path(dicom_out),
+                            None if fhir_out is None else Path(fhir_out))
     tasks, failures = [], []
     for path, stem in zip(paths, _unique_stems(paths)):
         given = None if boxes is None else boxes.get(path.name)
         if boxes is not None and given is None:
             failures.append(f"{printable(path)}: no boxes given for this file")
             continue
-        tasks.append((path, stem, out, gradcam, given, (patients or {}).get(path.name)))
+        tasks.append((path, stem, out, options, given, (patients or {}).get(path.name)))
     bar = tqdm(total=len(tasks), desc="predict", unit="img", disable=not progress or len(tasks) < 2)
     outcomes: list[dict | str] = []
     if workers > 1 and len(tasks) > 1:

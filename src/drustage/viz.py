@@ -185,7 +185,8 @@ def render_overlay(image: np.ndarray, report: dict, crops: dict[str, np.ndarray]
     pdraw = ImageDraw.Draw(panel)
     y = 12
     pdraw.text((12, y), "drustage: DRU skeletal maturity", fill=(255, 255, 255), font=_font(20))
-    y += 34
+    pdraw.text((12, y + 24), "decision support, not diagnosis", fill=(170, 170, 170), font=_font(13))
+    y += 44
     for bone in BONES:
         result = report[bone]
         colour = BOX_COLOURS[bone]

@@ -70,7 +70,8 @@ def _render_one(task: tuple[int, Subject, SynthConfig, str]) -> Record:
     relative = f"images/{image_id}{suffix}"
     path = Path(root) / relative
     if config.image_format == "dicom":
-        write_dicom(path, to_uint16(phantom.image), phantom.pixel_spacing_mm, phantom.laterality, image_id)
+        write_dicom(path, to_uint16(phantom.image), phantom.pixel_spacing_mm, phantom.laterality, image_id,
+                    subject.sex, subject.age_years, config.seed)
     else:
         save_png(path, to_uint16(phantom.image))
     return Record(
@@ -84,22 +85,34 @@ def _render_one(task: tuple[int, Subject, SynthConfig, str]) -> Record:
     )
 
 
-def write_dicom(path: Path, pixels: np.ndarray, spacing_mm: float, laterality: str, image_id: str) -> None:
-    """A minimal secondary-capture DICOM of a phantom (no patient data; it is synthetic)."""
+def write_dicom(path: Path, pixels: np.ndarray, spacing_mm: float, laterality: str, image_id: str,
+                sex: str | None = None, age_years: float | None = None, seed: int = 0) -> None:
+    """A digital X-ray (DX, for presentation) of a phantom, one study per phantom; no real patient
+    data (it is synthetic), UIDs derived from ``image_id`` and the dataset's ``seed``."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[image_id])
+    meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[image_id, str(seed)])
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
     ds.SOPClassUID = meta.MediaStorageSOPClassUID
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "OT"
-    ds.PatientName = "PHANTOM"
+    ds.StudyInstanceUID = generate_uid(entropy_srcs=[image_id, str(seed), "study"])
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[image_id, str(seed), "series"])
+    ds.StudyID, ds.SeriesNumber, ds.InstanceNumber, ds.AccessionNumber = "1", 1, 1, ""
+    ds.StudyDate, ds.StudyTime, ds.ReferringPhysicianName = "20260101", "120000", ""
+    ds.Modality, ds.BodyPartExamined, ds.ViewPosition = "DX", "HAND", "PA"
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    ds.PatientName = "PHANTOM^"
     ds.PatientID = image_id
+    ds.PatientBirthDate = ""
+    ds.PatientSex = sex or ""
+    if age_years is not None:
+        ds.PatientAge = f"{min(999, int(age_years)):03d}Y"
     ds.ImageLaterality = laterality
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel = 1
@@ -107,7 +120,9 @@ def write_dicom(path: Path, pixels: np.ndarray, spacing_mm: float, laterality: s
     ds.BitsAllocated = ds.BitsStored = 16
     ds.HighBit = 15
     ds.PixelRepresentation = 0
-    ds.PixelSpacing = [f"{spacing_mm:.4f}", f"{spacing_mm:.4f}"]
+    ds.PixelIntensityRelationship, ds.PixelIntensityRelationshipSign = "LIN", 1
+    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "US"
+    ds.PixelSpacing = ds.ImagerPixelSpacing = [f"{spacing_mm:.4f}", f"{spacing_mm:.4f}"]
     ds.PixelData = pixels.astype(np.uint16).tobytes()
     with atomic_path(path) as tmp:
         ds.save_as(tmp, enforce_file_format=True)
