@@ -396,6 +396,32 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_listen(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+    import threading
+
+    from drustage.inference.bundle import load_bundle
+    from drustage.pacs.node import DicomNode, ListenConfig
+    from drustage.pipeline import Predictor
+
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s drustage listen %(levelname)s %(message)s")
+    config = ListenConfig(spool=Path(args.spool), destination=args.send_to, ae_title=args.ae_title, host=args.host,
+                          port=args.port, max_attempts=args.max_attempts).checked()
+    thresholds = {} if args.threshold is None else {"detection_threshold": args.threshold}
+    node = DicomNode(config, Predictor(load_bundle(args.model), device=args.device, **thresholds))
+    stopped = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopped.set())
+    node.start()
+    print(f"drustage: listening as {config.ae_title} on {config.host}:{config.port}; results to {node.destination}",
+          flush=True)
+    stopped.wait()
+    node.stop()
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from drustage.demo import run_demo
 
@@ -621,6 +647,24 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("bundle", help="bundle directory or .zip")
     export.add_argument("--out", help="folder for the .onnx files (default BUNDLE/onnx, or BUNDLE.onnx beside a .zip)")
     export.set_defaults(handler=_cmd_export_onnx)
+
+    from drustage.pacs.node import ListenConfig
+
+    listen = sub.add_parser("listen", help="DICOM node: read the radiographs a PACS sends, send SR and SC back")
+    listen.add_argument("--model", required=True, help="bundle directory or .zip")
+    listen.add_argument("--spool", required=True, help="folder for received images, results and the job queue")
+    listen.add_argument("--send-to", required=True, metavar="AE@HOST:PORT|URL",
+                        help="where SR and SC go: a DICOM node, or a DICOMweb base URL (STOW-RS)")
+    listen.add_argument("--ae-title", default=ListenConfig.ae_title, help="this node's AE title")
+    listen.add_argument("--host", default=ListenConfig.host, help="address to listen on")
+    listen.add_argument("--port", type=int, default=ListenConfig.port)
+    listen.add_argument("--max-attempts", type=int, default=ListenConfig.max_attempts,
+                        help="sends tried per image before it ends as an error")
+    listen.add_argument("--threshold", type=float, help="detection score below which a bone is missing "
+                        "(default: the predictor's)")
+    _add_device_argument(listen)
+    listen.add_argument("--quiet", action="store_true", help="log warnings only")
+    listen.set_defaults(handler=_cmd_listen)
 
     serve = sub.add_parser("serve", help="web page and REST API for predictions, and labelling of a folder")
     serve.add_argument("--model", required=True, help="bundle directory or .zip")
