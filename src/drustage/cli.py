@@ -365,6 +365,12 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def _default_state_dir() -> Path:
+    import os
+
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local/state") / "drustage"
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import os
     import secrets
@@ -387,7 +393,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     config = ServiceConfig(model=Path(args.model), label_dir=Path(args.label_dir) if args.label_dir else None,
                            max_upload_bytes=args.max_upload_mb << 20, detection_threshold=args.threshold,
                            review_detection_score=args.review_detection_score, inference_slots=args.slots,
-                           runtime=args.runtime, allowed_hosts=hosts, token=token, device=args.device)
+                           runtime=args.runtime, allowed_hosts=hosts, token=token, device=args.device,
+                           state_dir=None if args.state_dir == "none" else Path(args.state_dir))
     app = create_app(config)
     query = f"?token={token}" if token else ""
     print(f"drustage: serving {args.model} on http://{args.host}:{args.port}/{query} (API docs at /docs)")
@@ -673,6 +680,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-host", action="append", metavar="NAME",
                        help="a host name the page is reached by, beside localhost (repeat for more)")
     serve.add_argument("--label-dir", help="folder of radiographs (or a drustage dataset) to label in the page")
+    serve.add_argument("--state-dir", default=str(_default_state_dir()),
+                       help="past results (SQLite) and the audit log; 'none' keeps results in memory only "
+                            "(default: %(default)s)")
     serve.add_argument("--max-upload-mb", type=int, default=64, help="largest upload accepted")
     serve.add_argument("--threshold", type=float, default=0.5, help="detection score below which a bone is missing")
     serve.add_argument("--review-detection-score", type=float,

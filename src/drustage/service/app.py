@@ -3,17 +3,19 @@
 The bundle is loaded once. Model work runs in worker threads, outside the event loop, through
 ``inference_slots`` (a semaphore) so concurrent requests queue instead of oversubscribing the
 CPU, and so Grad-CAM's hooks never see another request's forward pass. Requests name results and
-labelling images only by ids looked up in memory; no request text reaches a file path. Uploaded
-file names and DICOM headers are never echoed or logged.
+labelling images only by ids looked up in the result store or the labelling index; no request text
+reaches a file path. Uploaded file names and DICOM headers are never echoed, logged or stored. With
+a state folder, results survive restarts (``store.ResultStore``) and every prediction and label save
+is written to an append-only audit log (``store.AuditLog``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tempfile
 import threading
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -38,6 +40,7 @@ from drustage.imaging import (
 from drustage.inference.bundle import load_bundle
 from drustage.inference.device import DEFAULT_DEVICE
 from drustage.service.guard import LOOPBACK_NAMES, Guard, GuardConfig
+from drustage.service.store import AuditLog, ResultStore, StoredResult
 from drustage.stages import BONES
 
 RESULT_ID = r"^[0-9a-f]{32}$"
@@ -54,20 +57,13 @@ class ServiceConfig:
     max_upload_bytes: int = 64 << 20
     detection_threshold: float = 0.5
     review_detection_score: float | None = None  # None: the predictor's default
-    max_results: int = 64  # predictions kept for the overlay and crop endpoints
+    max_results: int = 64  # predictions kept for the page, the overlay and crop endpoints (the retention limit)
+    state_dir: Path | None = None  # results.sqlite and audit.jsonl; None: results in memory, no audit log
     inference_slots: int = 1
     runtime: str = "torch"
     allowed_hosts: tuple[str, ...] = LOOPBACK_NAMES  # Host header names accepted
     token: str | None = None  # required of every request when set
     device: str = DEFAULT_DEVICE
-
-
-@dataclass
-class StoredResult:
-    report: dict
-    display: np.ndarray  # uint8, long side <= DISPLAY_MAX_SIDE
-    display_scale: float  # display pixels per original pixel
-    crops: dict[str, np.ndarray]
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -119,25 +115,24 @@ class Engine:
         self.predictor = Predictor(self.bundle, config.detection_threshold, runtime=config.runtime,
                                    review_detection_score=config.review_detection_score, device=config.device)
         self.slots = threading.BoundedSemaphore(config.inference_slots)
-        self.results: OrderedDict[str, StoredResult] = OrderedDict()
-        self.results_lock = threading.Lock()
+        state = config.state_dir
+        self.results = ResultStore(None if state is None else state / "results.sqlite", config.max_results)
+        self.audit = AuditLog(None if state is None else state / "audit.jsonl")
 
-    def predict(self, radiograph: Radiograph, sha256: str, patient=None) -> tuple[str, dict]:
+    def predict(self, radiograph: Radiograph, sha256: str, patient=None, client: str = "local") -> tuple[str, dict]:
         with self.slots:
             result, crops = self.predictor.predict_with_crops(radiograph, sha256, patient=patient)
         report = result.to_dict()
         report["source"] = UPLOAD_NAME
         display, scale = display_image(radiograph.image)
         result_id = uuid.uuid4().hex
-        with self.results_lock:
-            self.results[result_id] = StoredResult(report, display, scale, crops)
-            while len(self.results) > self.config.max_results:
-                self.results.popitem(last=False)
+        self.results.put(result_id, StoredResult(report, display, scale, crops))
+        self.audit.record("predict", client, self.bundle.fingerprint, sha256, result_id=result_id,
+                          needs_review=report["needs_review"])
         return result_id, report
 
     def result(self, result_id: str) -> StoredResult:
-        with self.results_lock:
-            stored = self.results.get(result_id)
+        stored = self.results.get(result_id)
         if stored is None:
             raise HTTPException(404, f"no prediction {result_id} (results are kept for the last "
                                      f"{self.config.max_results} uploads)")
@@ -153,6 +148,14 @@ class Engine:
         with self.slots:
             found = self.predictor.detector(image)
         return {bone: list(d.box) for bone, d in found.items() if d.box is not None}
+
+
+def client_of(config: ServiceConfig) -> str:
+    """Who the audit log names: the access token's id (a hash prefix, never the token) when
+    authentication is on, else the local user."""
+    if config.token is None:
+        return "local"
+    return "token:" + hashlib.sha256(config.token.encode()).hexdigest()[:12]
 
 
 def _links(result_id: str) -> dict:
@@ -242,8 +245,16 @@ def create_app(config: ServiceConfig) -> FastAPI:
             raise HTTPException(422, str(error)) from None
         radiograph, sha256 = await run_in_threadpool(_load_upload, file.file, config.max_upload_bytes)
         result_id, report = await run_in_threadpool(engine.predict, radiograph, sha256,
-                                                    patient if patient.known else None)
+                                                    patient if patient.known else None, client_of(config))
         return {"id": result_id, "links": _links(result_id), **report}
+
+    @app.get("/v1/predictions")
+    def list_predictions(limit: int = Query(20, ge=1, le=500, description="newest first")):
+        items = [{"id": result_id, "created": created, "links": _links(result_id),
+                  **{bone: {k: report[bone][k] for k in ("prediction", "phase", "confidence")} for bone in BONES},
+                  "guidance": (report["guidance"] or {}).get("rule"), "needs_review": report["needs_review"]}
+                 for result_id, created, report in engine.results.recent(limit)]
+        return {"count": len(items), "retention": config.max_results, "items": items}
 
     @app.get("/v1/predictions/{result_id}")
     def get_prediction(result_id: str = PathParam(pattern=RESULT_ID)):
@@ -323,12 +334,17 @@ def create_app(config: ServiceConfig) -> FastAPI:
     async def save_labels(image_id: str, body: dict = Body(..., examples=[{
             "stages": {"radius": "R7", "ulna": "U5"}, "laterality": "L",
             "boxes": {"radius": [385.8, 751.3, 476.0, 832.2], "ulna": [325.2, 763.8, 384.2, 818.8]}}])):
+        from drustage.io_utils import file_sha256
+
         record_or_404(image_id)
         try:
             record = await run_in_threadpool(labels().save, image_id, dict(body.get("stages") or {}),
                                              dict(body.get("boxes") or {}), body.get("laterality") or None)
         except (ValueError, TypeError) as error:
             raise HTTPException(422, str(error)) from None
+        sha256 = await run_in_threadpool(file_sha256, labels().path_of(image_id))
+        engine.audit.record("label-save", client_of(config), engine.bundle.fingerprint, sha256,
+                            stages={bone: stage.code for bone, stage in record.stages.items()})
         return {**record_json(record), "next_unlabelled": labels().next_unlabelled(image_id)}
 
     return app

@@ -144,10 +144,40 @@ async function upload(file) {
   }
   showResult(await response.json());
   status.textContent = `${file.name}: done`;
+  refreshPast();
+}
+
+// past results are kept by the server (across restarts when it has a state folder)
+async function refreshPast() {
+  const response = await fetch("/v1/predictions?limit=50");
+  if (!response.ok) return;
+  const select = $("past");
+  select.replaceChildren(el("option", { value: "" }, "—"));
+  for (const item of (await response.json()).items) {
+    const when = new Date(item.created * 1000).toLocaleString();
+    const flag = item.needs_review ? " · review" : "";
+    select.append(el("option", { value: item.id },
+      `${when}: radius ${item.radius.prediction ?? "not found"}, ulna ${item.ulna.prediction ?? "not found"}${flag}`));
+  }
+}
+
+async function openPast(resultId) {
+  if (!resultId) return;
+  const response = await fetch(`/v1/predictions/${resultId}`);
+  if (!response.ok) {
+    $("status").className = "error";
+    $("status").textContent = await apiError(response);
+    return;
+  }
+  showResult(await response.json());
+  $("status").className = "";
+  $("status").textContent = "past result";
 }
 
 function setupReading() {
   const drop = $("drop");
+  $("past").addEventListener("change", (event) => openPast(event.target.value));
+  refreshPast();
   $("file").addEventListener("change", (event) => event.target.files[0] && upload(event.target.files[0]));
   drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
