@@ -15,10 +15,12 @@ REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 
 @pytest.fixture(scope="session", autouse=True)
 def bundle_cache(tmp_path_factory) -> Iterator[Path]:
-    """Zip bundles extract into the test session's own cache, not the user's ~/.cache."""
+    """Zip bundles extract into the test session's own cache, and the service keeps its state in
+    the session's own folder, not the user's ~/.cache and ~/.local/state."""
     cache = tmp_path_factory.mktemp("xdg-cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("XDG_CACHE_HOME", str(cache))
+        patch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("xdg-state")))
         yield cache
 
 
