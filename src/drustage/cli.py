@@ -7,6 +7,7 @@ starts instantly.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -132,10 +133,27 @@ def _cmd_train_classifier(args: argparse.Namespace) -> int:
     aged = None
     if args.aged:
         aged = _aged_crops(read_dataset(args.aged), config, args)
-    metrics = train_classifier(read_dataset(args.dataset), config, args.out, workers=args.workers,
-                               progress=not args.quiet, aged=aged)
-    print(f"test {_classifier_summary(metrics)}; wrote {args.out}/classifier.pt")
+    with _distributed(config.device) as distributed:
+        metrics = train_classifier(read_dataset(args.dataset), config, args.out, workers=args.workers,
+                                   progress=not args.quiet, aged=aged, distributed=distributed)
+    if distributed.is_main:
+        print(f"test {_classifier_summary(metrics)}; wrote {args.out}/classifier.pt")
     return 0
+
+
+@contextlib.contextmanager
+def _distributed(device: str):
+    """Under ``torchrun``: this process's place in the process group, closed at the end."""
+    from drustage.training.distributed import from_environment
+
+    context = from_environment(device)
+    try:
+        yield context
+    finally:
+        if context.enabled:
+            import torch.distributed
+
+            torch.distributed.destroy_process_group()
 
 
 def _aged_crops(dataset, config, args):

@@ -147,3 +147,18 @@ def test_cli_writes_dicom_and_fhir_outputs(predicted, trained, tmp_path):
     report = json.loads((tmp_path / "o" / f"{paths[0].stem}.json").read_text())
     assert (tmp_path / "d" / report["files"]["structured_report"]).is_file()
     assert (tmp_path / "f" / report["files"]["fhir"]).is_file()
+
+
+@pytest.mark.parametrize("changes,reason", [
+    ({"Modality": "CT"}, "modality CT"), ({"BodyPartExamined": "CHEST"}, "body part CHEST"),
+    ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.88.33"}, "not a radiograph image"),
+    ({"Manufacturer": "drustage"}, "a drustage result"), ({"StudyInstanceUID": ""}, "no StudyInstanceUID"),
+])
+def test_what_is_not_a_hand_radiograph(dx_study, changes, reason):
+    from drustage.outputs.dicom import not_a_hand_radiograph
+
+    ds = pydicom.dcmread(next((dx_study / "films/images").glob("*.dcm")), stop_before_pixels=True)
+    assert not_a_hand_radiograph(ds) is None
+    for keyword, value in changes.items():
+        setattr(ds, keyword, value)
+    assert reason in not_a_hand_radiograph(ds)

@@ -71,3 +71,30 @@ def test_audit_log_records_predictions_and_label_saves(trained, films, label_dir
     assert all(e["client"].startswith("token:") for e in entries)
     for secret in (token, "secret-name", image_id, films[0].name, labelled.name):
         assert secret not in text
+
+
+def test_a_dicom_upload_gives_its_sr_and_sc_in_its_study(trained, tmp_path):
+    import io
+
+    import pydicom
+
+    from drustage.outputs.dicom import read_structured_report
+    from drustage.synth.writer import SynthConfig, generate_dataset
+
+    generate_dataset(tmp_path / "dx", SynthConfig(count=1, seed=8, image_scale=0.4, image_format="dicom"),
+                     workers=1, progress=False)
+    path = next((tmp_path / "dx/images").glob("*.dcm"))
+    source = pydicom.dcmread(path)
+    with _client(trained, tmp_path / "state") as client:
+        result = _upload(client, path)
+        assert "Doe" not in json.dumps(result) and source.PatientID not in json.dumps(result)
+        sr = pydicom.dcmread(io.BytesIO(client.get(result["links"]["structured_report"]).content))
+        sc = pydicom.dcmread(io.BytesIO(client.get(result["links"]["secondary_capture"]).content))
+        png = _upload(client, sorted((trained[0] / "old/images").glob("*.png"))[0])
+        assert "structured_report" not in png["links"]
+        assert client.get(f"/v1/predictions/{png['id']}/sr.dcm").status_code == 404
+    assert sr.StudyInstanceUID == sc.StudyInstanceUID == source.StudyInstanceUID
+    back = read_structured_report(sr)
+    for bone in ("radius", "ulna"):
+        assert back["bones"][bone]["prediction"] == result[bone]["prediction"]
+    assert list(sc.ImageType)[:2] == ["DERIVED", "SECONDARY"] and sc.pixel_array.ndim == 3

@@ -23,8 +23,9 @@ import numpy as np
 from drustage.io_utils import atomic_path
 from drustage.stages import BONES, DISCLAIMER
 
-__all__ = ["CODING_SCHEME", "DicomOutputs", "RADIOGRAPH_SOP_CLASSES", "dicom_outputs", "not_a_hand_radiograph",
-           "read_source_header", "write_dicom_outputs"]
+__all__ = ["CODING_SCHEME", "DicomOutputs", "RADIOGRAPH_SOP_CLASSES", "dataset_bytes", "dicom_outputs",
+           "not_a_hand_radiograph", "output_bytes", "read_source_header", "read_structured_report", "source_reference",
+           "write_dicom_outputs"]
 
 CODING_SCHEME = "99DRUSTAGE"
 MANUFACTURER = "drustage"
@@ -48,6 +49,22 @@ class DicomOutputs:
     secondary_capture: object  # pydicom Dataset (highdicom SCImage)
 
 
+def _copied_as_is(build):
+    """``build`` with highdicom's doubts about source values (a one-part patient name) silenced:
+    they are copied from the source as they are."""
+    import functools
+
+    @functools.wraps(build)
+    def quiet(*args, **kwargs):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module="highdicom")
+            return build(*args, **kwargs)
+
+    return quiet
+
+
 def _code(value: str, meaning: str):
     from highdicom.sr import CodedConcept
 
@@ -62,6 +79,38 @@ def read_source_header(path: str | Path):
         return pydicom.dcmread(path, stop_before_pixels=True)
     except (OSError, pydicom.errors.InvalidDicomError) as error:
         raise ValueError(f"{path}: not a DICOM file ({error})") from None
+
+
+# What the SR and SC take from their source: the patient and study modules the IODs require, and
+# the source's identity, side and orientation; ``source_reference`` keeps these and nothing else.
+SOURCE_ATTRIBUTES = (
+    "SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
+    "AccessionNumber", "ReferringPhysicianName", "Modality", "ImageLaterality", "PatientOrientation",
+    "Rows", "Columns", "SamplesPerPixel", "PixelRepresentation",  # what makes it an image for an SR region
+)
+
+
+def source_reference(ds):
+    """The source header cut down to ``SOURCE_ATTRIBUTES`` (what a service keeps to build the outputs later)."""
+    from pydicom.dataset import Dataset
+
+    kept = Dataset()
+    for keyword in SOURCE_ATTRIBUTES:
+        if keyword in ds:
+            setattr(kept, keyword, ds.data_element(keyword).value)
+    return kept
+
+
+def dataset_bytes(ds) -> bytes:
+    """A data set as explicit-VR little-endian bytes (no file meta); ``pydicom.dcmread(..., force=True)`` reads it."""
+    import io
+
+    from pydicom import dcmwrite
+
+    buffer = io.BytesIO()
+    dcmwrite(buffer, ds, implicit_vr=False, little_endian=True)
+    return buffer.getvalue()
 
 
 def not_a_hand_radiograph(ds) -> str | None:
@@ -149,6 +198,7 @@ def _text_items(report: dict):
     return container
 
 
+@_copied_as_is
 def structured_report(source, report: dict, version: str):
     """The TID 1500 Comprehensive SR of ``report`` (a ``StageReport`` dict) on ``source`` (its header)."""
     from highdicom.sr import (ComprehensiveSR, DeviceObserverIdentifyingAttributes, MeasurementReport,
@@ -190,6 +240,7 @@ def _private_scheme():
     return scheme
 
 
+@_copied_as_is
 def secondary_capture(source, overlay_rgb: np.ndarray, report: dict, version: str):
     """The overlay as a derived Secondary Capture image in the source's study."""
     from highdicom.sc import SCImage
@@ -221,13 +272,17 @@ def secondary_capture(source, overlay_rgb: np.ndarray, report: dict, version: st
 
 
 def dicom_outputs(source, report: dict, overlay_rgb: np.ndarray, version: str) -> DicomOutputs:
-    import warnings
+    return DicomOutputs(structured_report(source, report, version),
+                        secondary_capture(source, overlay_rgb, report, version))
 
-    with warnings.catch_warnings():
-        # highdicom doubts some source values (a one-part patient name); they are copied as they are
-        warnings.filterwarnings("ignore", category=UserWarning, module="highdicom")
-        return DicomOutputs(structured_report(source, report, version),
-                            secondary_capture(source, overlay_rgb, report, version))
+
+def output_bytes(dataset) -> bytes:
+    """An SR or SC as DICOM file bytes (for a download)."""
+    import io
+
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
 
 
 def write_dicom_outputs(outputs: DicomOutputs, out: Path, stem: str) -> list[Path]:

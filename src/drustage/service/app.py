@@ -4,7 +4,8 @@ The bundle is loaded once. Model work runs in worker threads, outside the event 
 ``inference_slots`` (a semaphore) so concurrent requests queue instead of oversubscribing the
 CPU, and so Grad-CAM's hooks never see another request's forward pass. Requests name results and
 labelling images only by ids looked up in the result store or the labelling index; no request text
-reaches a file path. Uploaded file names and DICOM headers are never echoed, logged or stored. With
+reaches a file path. Uploaded file names and DICOM headers are never echoed or logged; of a DICOM
+upload only the attributes its SR and SC must carry are kept (``outputs.dicom.source_reference``). With
 a state folder, results survive restarts (``store.ResultStore``) and every prediction and label save
 is written to an append-only audit log (``store.AuditLog``).
 """
@@ -119,14 +120,15 @@ class Engine:
         self.results = ResultStore(None if state is None else state / "results.sqlite", config.max_results)
         self.audit = AuditLog(None if state is None else state / "audit.jsonl")
 
-    def predict(self, radiograph: Radiograph, sha256: str, patient=None, client: str = "local") -> tuple[str, dict]:
+    def predict(self, radiograph: Radiograph, sha256: str, patient=None, client: str = "local",
+                source: bytes | None = None) -> tuple[str, dict]:
         with self.slots:
             result, crops = self.predictor.predict_with_crops(radiograph, sha256, patient=patient)
         report = result.to_dict()
         report["source"] = UPLOAD_NAME
         display, scale = display_image(radiograph.image)
         result_id = uuid.uuid4().hex
-        self.results.put(result_id, StoredResult(report, display, scale, crops))
+        self.results.put(result_id, StoredResult(report, display, scale, crops, source))
         self.audit.record("predict", client, self.bundle.fingerprint, sha256, result_id=result_id,
                           needs_review=report["needs_review"])
         return result_id, report
@@ -158,15 +160,25 @@ def client_of(config: ServiceConfig) -> str:
     return "token:" + hashlib.sha256(config.token.encode()).hexdigest()[:12]
 
 
-def _links(result_id: str) -> dict:
+def _links(result_id: str, dicom: bool = False) -> dict:
     base = f"/v1/predictions/{result_id}"
-    return {"self": base, "overlay": f"{base}/overlay.png", "image": f"{base}/image.png",
+    outputs = {"structured_report": f"{base}/sr.dcm", "secondary_capture": f"{base}/sc.dcm"} if dicom else {}
+    return {"self": base, "overlay": f"{base}/overlay.png", "image": f"{base}/image.png", **outputs,
             **{f"{bone}_crop": f"{base}/crops/{bone}.png" for bone in BONES}}
 
 
-def _load_upload(source, limit: int) -> tuple[Radiograph, str]:
+def _dicom_source(path: Path) -> bytes | None:
+    """A DICOM upload's source reference for its SR and SC, or None when it cannot have them."""
+    from drustage.outputs.dicom import dataset_bytes, not_a_hand_radiograph, read_source_header, source_reference
+
+    header = read_source_header(path)
+    return None if not_a_hand_radiograph(header) else dataset_bytes(source_reference(header))
+
+
+def _load_upload(source, limit: int) -> tuple[Radiograph, str, bytes | None]:
     """Copy an uploaded file object to a server-named temporary file (size limit, known format
-    checked from the first bytes) and load it. Runs in a worker thread: it blocks on disk."""
+    checked from the first bytes) and load it; with a DICOM radiograph's source reference. Runs in
+    a worker thread: it blocks on disk."""
     from drustage.io_utils import file_sha256
 
     with tempfile.TemporaryDirectory(prefix="drustage-upload-") as folder:
@@ -181,10 +193,12 @@ def _load_upload(source, limit: int) -> tuple[Radiograph, str]:
         if size == 0:
             raise HTTPException(400, "the uploaded file is empty")
         with open(target, "rb") as handle:
-            if sniff_format(handle.read(SNIFF_BYTES)) is None:
-                raise HTTPException(415, "not a PNG, JPEG, TIFF or DICOM file")
+            kind = sniff_format(handle.read(SNIFF_BYTES))
+        if kind is None:
+            raise HTTPException(415, "not a PNG, JPEG, TIFF or DICOM file")
         try:
-            return load_radiograph(target), file_sha256(target)
+            radiograph = load_radiograph(target)
+            return radiograph, file_sha256(target), _dicom_source(target) if kind == "dicom" else None
         except RadiographError as error:
             raise HTTPException(422, f"unreadable radiograph: {error.problem}") from None
 
@@ -243,10 +257,10 @@ def create_app(config: ServiceConfig) -> FastAPI:
             patient = PatientInfo(sex, age_years)
         except ValueError as error:
             raise HTTPException(422, str(error)) from None
-        radiograph, sha256 = await run_in_threadpool(_load_upload, file.file, config.max_upload_bytes)
+        radiograph, sha256, source = await run_in_threadpool(_load_upload, file.file, config.max_upload_bytes)
         result_id, report = await run_in_threadpool(engine.predict, radiograph, sha256,
-                                                    patient if patient.known else None, client_of(config))
-        return {"id": result_id, "links": _links(result_id), **report}
+                                                    patient if patient.known else None, client_of(config), source)
+        return {"id": result_id, "links": _links(result_id, source is not None), **report}
 
     @app.get("/v1/predictions")
     def list_predictions(limit: int = Query(20, ge=1, le=500, description="newest first")):
@@ -258,7 +272,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
     @app.get("/v1/predictions/{result_id}")
     def get_prediction(result_id: str = PathParam(pattern=RESULT_ID)):
-        return {"id": result_id, "links": _links(result_id), **engine.result(result_id).report}
+        stored = engine.result(result_id)
+        return {"id": result_id, "links": _links(result_id, stored.source is not None), **stored.report}
 
     @app.get("/v1/predictions/{result_id}/image.png", response_class=Response)
     def get_image(result_id: str = PathParam(pattern=RESULT_ID)):
@@ -273,6 +288,27 @@ def create_app(config: ServiceConfig) -> FastAPI:
         picture = render_overlay(stored.display.astype(np.float32) / 255.0,
                                  scaled_report(stored.report, stored.display_scale), stored.crops, heatmaps)
         return Response(png_bytes(picture), media_type="image/png")
+
+    @app.get("/v1/predictions/{result_id}/{kind}.dcm", response_class=Response)
+    def get_dicom_output(kind: Literal["sr", "sc"], result_id: str = PathParam(pattern=RESULT_ID)):
+        """A DICOM upload's Structured Report or Secondary Capture, in the upload's study."""
+        import pydicom
+
+        from drustage import __version__
+        from drustage.outputs.dicom import output_bytes, secondary_capture, structured_report
+        from drustage.viz import render_overlay
+
+        stored = engine.result(result_id)
+        if stored.source is None:
+            raise HTTPException(404, "no DICOM outputs: this result is not of a DICOM radiograph with a study")
+        source = pydicom.dcmread(io.BytesIO(stored.source), force=True)
+        if kind == "sr":
+            dataset = structured_report(source, stored.report, __version__)
+        else:
+            picture = render_overlay(stored.display.astype(np.float32) / 255.0,
+                                     scaled_report(stored.report, stored.display_scale), stored.crops)
+            dataset = secondary_capture(source, np.asarray(picture), stored.report, __version__)
+        return Response(output_bytes(dataset), media_type="application/dicom")
 
     @app.get("/v1/predictions/{result_id}/crops/{bone}.png", response_class=Response)
     def get_crop(bone: Literal["radius", "ulna"], result_id: str = PathParam(pattern=RESULT_ID),

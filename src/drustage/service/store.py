@@ -1,7 +1,8 @@
 """The service's state: past predictions in SQLite and an append-only audit log.
 
-``ResultStore`` keeps the newest ``max_results`` predictions (report, display image, crops) so the
-page can open past results and a restart keeps them; without a state folder it lives in memory.
+``ResultStore`` keeps the newest ``max_results`` predictions (report, display image, crops and, for
+a DICOM upload, the few source attributes its SR and SC need) so the page can open past results and
+a restart keeps them; without a state folder it lives in memory.
 ``AuditLog`` appends one JSON line per prediction and per label save: time, client, model
 fingerprint, input SHA-256 and action, never a patient name, file name or image id.
 """
@@ -28,7 +29,8 @@ CREATE TABLE IF NOT EXISTS results (
     report TEXT NOT NULL,
     display BLOB NOT NULL,
     display_scale REAL NOT NULL,
-    crops BLOB NOT NULL
+    crops BLOB NOT NULL,
+    source BLOB
 )"""
 
 
@@ -38,6 +40,7 @@ class StoredResult:
     display: np.ndarray  # uint8, long side <= the service's display size
     display_scale: float  # display pixels per original pixel
     crops: dict[str, np.ndarray]
+    source: bytes | None = None  # a DICOM upload's source reference (outputs.dicom.source_reference), for SR/SC
     created: float = 0.0
 
 
@@ -67,19 +70,19 @@ class ResultStore:
     def put(self, result_id: str, stored: StoredResult) -> None:
         """Keep a result; the oldest beyond ``max_results`` are dropped (the retention limit)."""
         row = (result_id, time.time(), json.dumps(stored.report), _array_bytes({"display": stored.display}),
-               stored.display_scale, _array_bytes(stored.crops))
+               stored.display_scale, _array_bytes(stored.crops), stored.source)
         with self._lock:
-            self._db.execute("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?)", row)
+            self._db.execute("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?)", row)
             self._db.execute("DELETE FROM results WHERE id NOT IN "
                              "(SELECT id FROM results ORDER BY created DESC LIMIT ?)", (self.max_results,))
 
     def get(self, result_id: str) -> StoredResult | None:
         with self._lock:
-            row = self._db.execute("SELECT report, display, display_scale, crops, created FROM results WHERE id=?",
-                                   (result_id,)).fetchone()
+            row = self._db.execute("SELECT report, display, display_scale, crops, source, created FROM results "
+                                   "WHERE id=?", (result_id,)).fetchone()
         if row is None:
             return None
-        return StoredResult(json.loads(row[0]), _arrays(row[1])["display"], row[2], _arrays(row[3]), row[4])
+        return StoredResult(json.loads(row[0]), _arrays(row[1])["display"], row[2], _arrays(row[3]), row[4], row[5])
 
     def recent(self, limit: int) -> list[tuple[str, float, dict]]:
         """(id, created, report) of the newest results, newest first."""

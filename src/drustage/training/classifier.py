@@ -41,6 +41,7 @@ from drustage.io_utils import atomic_write_text
 from drustage.models.classifier import StageClassifier
 from drustage.models.spec import parse_net_spec, preset_spec
 from drustage.stages import Bone, ClassScheme, get_scheme, parse_stage
+from drustage.training.distributed import SINGLE, DistributedContext
 
 
 @dataclass
@@ -275,7 +276,8 @@ def _loss_and_accuracy(model, context, labels) -> tuple[float, float]:
 
 
 def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path, workers: int = 1,
-                     progress: bool = True, checkpoint: bool = True, aged: AgedCrops | None = None) -> dict:
+                     progress: bool = True, checkpoint: bool = True, aged: AgedCrops | None = None,
+                     distributed: DistributedContext = SINGLE) -> dict:
     """Train, select on validation, calibrate, test once; write checkpoint (unless ``checkpoint``
     is False), metrics and plots to ``out``. ``metrics.json`` is written last: its presence marks
     a finished run.
@@ -283,10 +285,16 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
     With ``aged``, each labelled batch is joined by ``config.aged_batch`` aged training crops with
     their soft targets, and model selection adds the aged validation films' Spearman correlation
     of the expected class with age (mean over sexes) to the labelled validation accuracy. The
-    aged test films are never looked at here."""
+    aged test films are never looked at here.
+
+    Under ``torchrun`` (``distributed`` from ``training.distributed.from_environment``) each process
+    trains on its shard of every global batch; all evaluate alike and only rank 0 writes."""
     from tqdm import tqdm
 
     config.validate()
+    if distributed.enabled and aged is not None and config.aged_rank_weight:
+        raise ValueError("the ranking loss pairs films across the whole batch: train it in one process")
+    progress = progress and distributed.is_main
     if config.threads:
         torch.set_num_threads(config.threads)
     out = Path(out)
@@ -302,8 +310,9 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
     # channels_last measured faster on CPU for training and inference (bench/bench_classifier.py)
     model = StageClassifier(config.resolved_spec(), scheme.num_classes, dropout=config.dropout,
                             standardize=config.standardize)
-    device = resolve_device(config.device)
+    device = distributed.device(resolve_device(config.device))
     model = model.to(device, memory_format=torch.channels_last)
+    network = distributed.wrap(model, device)  # what trains; ``model`` is the same weights, unwrapped
     scaler = grad_scaler(device)
     if config.optimizer == "adam":
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999))
@@ -335,16 +344,22 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
             windows = window_batch(data.crops[index].to(device), generator if augmenting else None,
                                    config.max_shift, config.scale_range).contiguous(memory_format=torch.channels_last)
             targets = torch.from_numpy(data.labels[index]).to(device)
+            # every process drew (and augmented) the same global batch; each trains on its shard
+            mine = distributed.shard(len(index))
+            windows, targets = windows[mine], targets[mine]
             with mixed_precision(device):
-                logits = model(windows).float()
-                loss = F.cross_entropy(logits, targets)
+                logits = network(windows).float()
+                loss = F.cross_entropy(logits, targets, reduction="sum") * distributed.loss_scale(len(targets),
+                                                                                                   len(index))
                 if aged_train is not None:
                     picked = aged_train[rng.integers(0, len(aged_train), config.aged_batch)]
                     aged_windows = window_batch(aged.crops[picked].to(device), generator if augmenting else None,
                                                 config.max_shift, config.scale_range
                                                 ).contiguous(memory_format=torch.channels_last)
-                    aged_logits = model(aged_windows).float()
-                    soft = -(aged.targets[picked].to(device) * F.log_softmax(aged_logits, 1)).sum(1).mean()
+                    aged_mine = distributed.shard(len(picked))
+                    aged_logits = network(aged_windows[aged_mine]).float()
+                    soft = -(aged.targets[picked][aged_mine].to(device) * F.log_softmax(aged_logits, 1)).sum()
+                    soft = soft * distributed.loss_scale(len(aged_logits), len(picked))
                     loss = loss + config.aged_weight * soft
                     if config.aged_rank_weight:
                         loss = loss + config.aged_rank_weight * ranking_loss(
@@ -356,8 +371,9 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            total_loss += loss.item() * len(index)
+            total_loss += loss.item() * len(index) / distributed.world_size
             total_correct += int((logits.argmax(1) == targets).sum())
+        total_loss, total_correct = distributed.sum([total_loss, total_correct])
         val_loss, val_accuracy = _loss_and_accuracy(model, validation_context, validation_labels)
         row = {"epoch": epoch, "train_loss": total_loss / len(order), "train_accuracy": total_correct / len(order),
                "val_loss": val_loss, "val_accuracy": val_accuracy}
@@ -382,6 +398,9 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
     test_metrics["best_epoch"] = best["epoch"]
     if aged is not None:
         test_metrics["aged_validation_spearman"] = _aged_spearman(model, aged, aged_validation)
+    if not distributed.is_main:  # rank 0 writes; the others have the same results
+        distributed.barrier()
+        return test_metrics
     title = f"{config.bone} {config.scheme} {config.net}"
     plot_confusion(test_metrics, out / "confusion.png", f"{title}: held-out test")
     write_learning_curves(history, out / "curves.png", out / "curves.csv", title)
@@ -401,6 +420,7 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
     atomic_write_text(out / "metrics.json", json.dumps({"config": config.to_dict(), "test": test_metrics,
                                                         "calibration": calibration, "class_counts": counts},
                                                        indent=2) + "\n")
+    distributed.barrier()
     return test_metrics
 
 
