@@ -195,7 +195,11 @@ def _cmd_train_detector(args: argparse.Namespace) -> int:
     )
     config.validate()
     datasets = [read_dataset(path) for path in args.datasets]
-    metrics = train_detector(datasets, config, args.out, workers=args.workers, progress=not args.quiet)
+    with _distributed(config.device) as distributed:
+        metrics = train_detector(datasets, config, args.out, workers=args.workers, progress=not args.quiet,
+                                 distributed=distributed)
+    if not distributed.is_main:
+        return 0
     for name, held_out in metrics.get("by_dataset", {}).items():
         print(f"{name}: {_detector_summary(held_out)}")
     print(_detector_summary(metrics) + f"; wrote {args.out}/detector.pt")

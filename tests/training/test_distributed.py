@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from drustage.training.distributed import DistributedContext
@@ -52,3 +53,21 @@ def test_shards_cover_a_batch_once_and_scale_to_its_mean():
     scaled = [sum(shard) * context.loss_scale(len(shard), len(rows)) for shard, context in zip(shards, ranks)]
     assert sum(scaled) / 3 == pytest.approx(sum(rows) / len(rows))
     assert DistributedContext().sum([1.5, 2.0]) == [1.5, 2.0] and not DistributedContext().enabled
+
+
+@pytest.mark.slow
+def test_detector_trains_under_torchrun(quick_dataset, tmp_path):
+    from drustage.inference.checkpoints import load_checkpoint
+
+    out = tmp_path / "det"
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "drustage", "train-detector", str(quick_dataset), "--out", str(out),
+                           "--iterations", "4", "--validate-every", "2", "--batch-size", "2", "--min-size", "160",
+                           "--max-size", "200", "--representation-size", "256", "--threads", "1", "--quiet"],
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("wrote") == 1  # rank 0 speaks and writes for both
+    payload = load_checkpoint(out / "detector.pt", "detector")
+    assert [row["iteration"] for row in payload["history"]] == [2, 4]
+    assert all(np.isfinite(row["loss"]) for row in payload["history"])
+    assert sorted(p.name for p in out.iterdir()) == ["detector.pt", "metrics.json"]

@@ -24,6 +24,7 @@ from drustage.inference.device import DEFAULT_DEVICE, grad_scaler, mixed_precisi
 from drustage.io_utils import atomic_write_text
 from drustage.models.detector import LABELS, DetectorConfig, best_boxes, build_detector
 from drustage.stages import BONES
+from drustage.training.distributed import SINGLE, DistributedContext
 
 RPN_LOSSES = ("loss_objectness", "loss_rpn_box_reg")
 HEAD_LOSSES = ("loss_classifier", "loss_box_reg")
@@ -327,13 +328,21 @@ def _validation_summary(model, val_sets: list[DetectionSet]) -> dict[str, float]
 
 
 def train_detector(datasets: Dataset | list[Dataset], config: DetectorTrainConfig, out: str | Path, workers: int = 1,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, distributed: DistributedContext = SINGLE) -> dict:
     """Train on one dataset, or on several at once (each split into train/validation/test on
     its own). Returns the held-out metrics of the first dataset, with every dataset's under
-    ``by_dataset`` when there are several."""
+    ``by_dataset`` when there are several.
+
+    Under ``torchrun`` every process draws the same global batch and trains on its share of the
+    images (DDP averages the gradients; BatchNorm statistics and the heads' per-batch loss
+    normalisation are per process, so the losses are close to, not equal to, one process's). Only
+    rank 0 writes."""
     from tqdm import tqdm
 
     config.validate()
+    if distributed.enabled and config.batch_size % distributed.world_size:
+        raise ValueError(f"batch size {config.batch_size} does not split over {distributed.world_size} processes")
+    progress = progress and distributed.is_main
     datasets = [datasets] if isinstance(datasets, Dataset) else list(datasets)
     config.check_dataset_count(len(datasets))
     if config.threads:
@@ -347,7 +356,7 @@ def train_detector(datasets: Dataset | list[Dataset], config: DetectorTrainConfi
                                rotation=_per_dataset(config.rotation, i), min_scale=_per_dataset(config.min_scale, i))
                   for i, (d, (train, _, _)) in enumerate(zip(datasets, splits))]
     val_sets = [DetectionSet(d, val, max_side, False, workers, progress) for d, (_, val, _) in zip(datasets, splits)]
-    device = resolve_device(config.device)
+    device = distributed.device(resolve_device(config.device))
     loader = _training_loader(train_sets, config, pin_memory=device.type == "cuda")
     model = build_detector(config.model, weights=config.weights).to(device)
     scaler = grad_scaler(device)
@@ -355,6 +364,7 @@ def train_detector(datasets: Dataset | list[Dataset], config: DetectorTrainConfi
     iteration = 0
     for phase, steps in schedule_phases(config):
         wanted = _set_phase(model, phase)
+        network = distributed.wrap(model, device)  # wrapped per phase: DDP keeps the parameters that train
         parameters = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum,
                                     weight_decay=config.weight_decay)
@@ -367,10 +377,11 @@ def train_detector(datasets: Dataset | list[Dataset], config: DetectorTrainConfi
         while done < steps:
             for images, targets in loader:
                 model.train()
-                images = [image.to(device, non_blocking=True) for image in images]
-                targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+                mine = distributed.shard(len(images))  # every process drew the same global batch
+                images = [image.to(device, non_blocking=True) for image in images[mine]]
+                targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets[mine]]
                 with mixed_precision(device):
-                    losses = model(images, targets)
+                    losses = network(images, targets)
                     loss = sum(losses[k] for k in wanted)
                 if not torch.isfinite(loss):
                     raise RuntimeError(f"non-finite detector loss {loss.item()} at iteration {iteration}; "
@@ -407,6 +418,11 @@ def train_detector(datasets: Dataset | list[Dataset], config: DetectorTrainConfi
     if len(datasets) > 1:
         test_metrics["by_dataset"] = by_dataset
     test_metrics["best_iteration"] = best["iteration"]
+    # every process ran the evaluation alike (the model's parameters stay tied to the process group
+    # until it ends); rank 0 writes
+    if not distributed.is_main:
+        distributed.barrier()
+        return test_metrics
     save_checkpoint(out / "detector.pt", "detector", model.state_dict(), config=_plain(config.to_dict()),
                     metrics=test_metrics, history=history,
                     data={"dataset": names[0], "datasets": names,
@@ -417,6 +433,7 @@ def train_detector(datasets: Dataset | list[Dataset], config: DetectorTrainConfi
                                                   for name, (_, _, test) in zip(names, splits)}})
     atomic_write_text(out / "metrics.json", json.dumps({"config": config.to_dict(), "test": test_metrics,
                                                         "history": history}, indent=2) + "\n")
+    distributed.barrier()
     return test_metrics
 
 
