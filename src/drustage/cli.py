@@ -272,9 +272,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
         boxes = read_boxes(args.boxes)
     patients = _patients(args, paths)
-    reports, failures = predict_files(predictor, paths, args.out, gradcam=args.gradcam, progress=not args.quiet,
-                                      boxes=boxes, workers=args.workers, patients=patients, dicom_out=args.dicom_out,
-                                      fhir_out=args.fhir_out)
+    if args.engine == "ray":
+        if boxes is not None or patients is not None:
+            raise CommandError("--engine ray reads with the detector and the DICOM headers' ages only: "
+                               "drop --boxes, --sex/--age and --patients, or use --engine local")
+        from drustage.pipeline import OutputOptions
+        from drustage.scale import RayConfig, predict_with_ray
+
+        options = OutputOptions(args.gradcam, Path(args.dicom_out) if args.dicom_out else None,
+                                Path(args.fhir_out) if args.fhir_out else None)
+        reports, failures = predict_with_ray(predictor, paths, args.out,
+                                             RayConfig(actors=args.workers, address=args.ray_address), options)
+    else:
+        reports, failures = predict_files(predictor, paths, args.out, gradcam=args.gradcam, progress=not args.quiet,
+                                          boxes=boxes, workers=args.workers, patients=patients,
+                                          dicom_out=args.dicom_out, fhir_out=args.fhir_out)
     for report in reports:
         r, u = report["radius"], report["ulna"]
         flag = "  REVIEW: " + "; ".join(report["review_reasons"]) if report["needs_review"] else ""
@@ -643,6 +655,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--dicom-out", metavar="DIR",
                          help="for DICOM inputs: an SR and a Secondary Capture of the overlay, in the source's study")
     predict.add_argument("--fhir-out", metavar="DIR", help="FHIR R4 Observations (one per bone) per input")
+    predict.add_argument("--engine", choices=("local", "ray"), default="local",
+                         help="ray: Ray Data with --workers model actors (pip install 'drustage[ray]'); resumes")
+    predict.add_argument("--ray-address", help="a Ray cluster to join (default: start a local Ray)")
     predict.add_argument("--quiet", action="store_true")
     predict.set_defaults(handler=_cmd_predict)
 

@@ -411,15 +411,11 @@ def predict_files(predictor: Predictor, paths: list[Path], out: str | Path, grad
     runs that many processes, each with its own copy of the models and an equal share of the CPU
     threads. Bad files are reported and skipped; returns (reports in input order, one-line failures).
     """
-    import csv
-    import io
     import multiprocessing
     import os
     from concurrent.futures import ProcessPoolExecutor
 
     from tqdm import tqdm
-
-    from drustage.io_utils import atomic_write_text
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -451,17 +447,33 @@ def predict_files(predictor: Predictor, paths: list[Path], out: str | Path, grad
     bar.close()
     reports = [o for o in outcomes if isinstance(o, dict)]
     failures += [o for o in outcomes if isinstance(o, str)]
-    columns = ["source", "radius_prediction", "radius_phase", "radius_confidence", "ulna_prediction", "ulna_phase",
-               "ulna_confidence", "guidance", "needs_review", "review_reasons"]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for report in reports:
-        writer.writerow({
-            "source": spreadsheet_safe(report["source"]),
-            **{f"{b}_{k}": report[b][k] for b in BONES for k in ("prediction", "phase", "confidence")},
-            "guidance": (report["guidance"] or {}).get("rule", ""),
-            "needs_review": report["needs_review"], "review_reasons": "; ".join(report["review_reasons"]),
-        })
-    atomic_write_text(out / "summary.csv", buffer.getvalue())
+    write_summary(out, reports)
     return reports, failures
+
+
+SUMMARY_COLUMNS = ("source", "radius_prediction", "radius_phase", "radius_confidence", "ulna_prediction",
+                   "ulna_phase", "ulna_confidence", "guidance", "needs_review", "review_reasons")
+
+
+def summary_rows(reports: list[dict]) -> list[dict]:
+    """One flat row per report (the columns of ``summary.csv``)."""
+    return [{"source": report["source"],
+             **{f"{b}_{k}": report[b][k] for b in BONES for k in ("prediction", "phase", "confidence")},
+             "guidance": (report["guidance"] or {}).get("rule", ""),
+             "needs_review": report["needs_review"], "review_reasons": "; ".join(report["review_reasons"])}
+            for report in reports]
+
+
+def write_summary(out: Path, reports: list[dict]) -> None:
+    """``summary.csv``, atomically; sources that look like formulas are written as text."""
+    import csv
+    import io
+
+    from drustage.io_utils import atomic_write_text
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in summary_rows(reports):
+        writer.writerow({**row, "source": spreadsheet_safe(row["source"])})
+    atomic_write_text(out / "summary.csv", buffer.getvalue())

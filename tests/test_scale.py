@@ -1,0 +1,42 @@
+"""predict --engine ray: the local path's answers from Ray Data actors; a rerun resumes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from drustage.cli import main
+
+ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'drustage[ray]')")
+
+
+@pytest.fixture
+def films(trained):
+    root, _ = trained  # distinct names, so each keeps its stem as its output name
+    return sorted((root / "young/images").glob("*.png"))[:2] + sorted((root / "old/images").glob("*.png"))[2:4]
+
+
+@pytest.mark.slow
+def test_ray_gives_the_local_answers_and_resumes(trained, films, tmp_path):
+    import pandas as pd
+
+    args = ["--model", str(trained[1]), "--threshold", "0", "--quiet"]
+    assert main(["predict", *map(str, films), "--out", str(tmp_path / "local"), *args]) == 0
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out = tmp_path / "ray"
+    assert main(["predict", *map(str, films), str(bad), "--out", str(out), "--engine", "ray", "--workers", "2",
+                 *args]) == 1  # the bad file fails alone
+    for film in films:
+        local = json.loads((tmp_path / "local" / f"{film.stem}.json").read_text())
+        assert json.loads((out / f"{film.stem}.json").read_text()) == local
+    summary = pd.read_parquet(out / "summary.parquet")
+    assert list(summary.source) == [f.name for f in films]
+    assert (out / "summary.csv").read_text() == (tmp_path / "local" / "summary.csv").read_text()
+    # resume: finished items are not read again, the missing one is
+    (out / f"{films[0].stem}.json").unlink()
+    before = {f.stem: (out / f"{f.stem}.json").stat().st_mtime_ns for f in films[1:]}
+    assert main(["predict", *map(str, films), "--out", str(out), "--engine", "ray", "--workers", "1", *args]) == 0
+    assert {f.stem: (out / f"{f.stem}.json").stat().st_mtime_ns for f in films[1:]} == before
+    assert (out / f"{films[0].stem}.json").is_file()
