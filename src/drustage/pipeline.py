@@ -30,7 +30,8 @@ from drustage.io_utils import file_sha256, printable
 from drustage.stages import BONES, PHASES, ClassScheme, Stage, bracing_guidance
 
 __all__ = ["BoneResult", "OutputOptions", "Predictor", "REVIEW_DETECTION_SCORE", "RUNTIMES", "StageReport",
-           "expand_inputs", "hand_side", "infer_laterality", "predict_file", "predict_files"]
+           "expand_inputs", "hand_side", "infer_laterality", "predict_file", "predict_files", "unique_stems",
+           "write_summary"]
 
 REPORT_VERSION = 1
 
@@ -304,7 +305,7 @@ def spreadsheet_safe(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def _unique_stems(paths: list[Path]) -> list[str]:
+def unique_stems(paths: list[Path]) -> list[str]:
     """Output names per input; two inputs with one name in different folders get distinct stems."""
     stems, used = [], set()
     for path in paths:
@@ -422,7 +423,7 @@ def predict_files(predictor: Predictor, paths: list[Path], out: str | Path, grad
     options = OutputOptions(gradcam, None if dicom_out is None else Path(dicom_out),
                             None if fhir_out is None else Path(fhir_out))
     tasks, failures = [], []
-    for path, stem in zip(paths, _unique_stems(paths)):
+    for path, stem in zip(paths, unique_stems(paths)):
         given = None if boxes is None else boxes.get(path.name)
         if boxes is not None and given is None:
             failures.append(f"{printable(path)}: no boxes given for this file")

@@ -62,12 +62,12 @@ def predict_with_ray(predictor, paths: list[Path], out: str | Path, config: RayC
     import pandas as pd
     import ray
 
-    from drustage.pipeline import OutputOptions, _unique_stems, summary_rows, write_summary
+    from drustage.pipeline import OutputOptions, unique_stems, summary_rows, write_summary
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     options = options or OutputOptions()
-    stems = _unique_stems(paths)
+    stems = unique_stems(paths)
     todo = [(str(path), stem) for path, stem in zip(paths, stems) if not (out / f"{stem}.json").is_file()]
     log.info("%d of %d input(s) already done; %d to read", len(paths) - len(todo), len(paths), len(todo))
     started = not ray.is_initialized()

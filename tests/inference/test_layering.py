@@ -1,4 +1,5 @@
-"""The inference layer, the pipeline and the service never import training code, even lazily."""
+"""The inference layer, the pipeline, the outputs, the DICOM node, the Ray engine and the service never
+import training code, even lazily."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import drustage
 PACKAGE = Path(drustage.__file__).parent
 PREDICTION_SIDE = [*sorted((PACKAGE / "inference").glob("*.py")), PACKAGE / "pipeline.py",
                    *sorted((PACKAGE / "service").glob("*.py")), PACKAGE / "viz.py", PACKAGE / "gradcam.py",
-                   PACKAGE / "validation.py"]
+                   PACKAGE / "validation.py", *sorted((PACKAGE / "outputs").glob("*.py")),
+                   *sorted((PACKAGE / "pacs").glob("*.py")), PACKAGE / "scale.py"]
 
 
 def imported_modules(path: Path) -> set[str]:

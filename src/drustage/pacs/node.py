@@ -198,7 +198,11 @@ class DicomNode:
             if job is None:
                 self._stop.wait(self.config.poll_s)
                 continue
-            self.process(job)
+            try:
+                self.process(job)
+            except Exception as error:  # an unforeseen failure must not stop the worker: retried, then an error
+                log.exception("%s: unexpected failure", job.sop_instance_uid)
+                self.queue.failed(job.sop_instance_uid, f"unexpected failure: {printable(str(error))}")
 
     # lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
