@@ -446,7 +446,8 @@ def _cmd_listen(args: argparse.Namespace) -> int:
     from drustage.pacs.node import DicomNode, ListenConfig
     from drustage.pipeline import Predictor
 
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+    # a long-running node: every line with its time
+    logging.basicConfig(level=logging.WARNING, force=True,
                         format="%(asctime)s drustage listen %(levelname)s %(message)s")
     config = ListenConfig(spool=Path(args.spool), destination=args.send_to, ae_title=args.ae_title, host=args.host,
                           port=args.port, max_attempts=args.max_attempts).checked()
@@ -744,8 +745,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import logging
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    # drustage's own progress lines at INFO, skipped items as warnings (--quiet: warnings only);
+    # other libraries' warnings only
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("drustage").setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
     try:
         return args.handler(args)
     except (CommandError, ValueError, OSError, RuntimeError) as error:

@@ -6,7 +6,11 @@ postero-anteriorly (radius on the left of the crop, ulna on the right).
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 CROP_SIZE: tuple[int, int] = (128, 96)  # (height, width), the paper's classifier input
 CROP_MARGIN = 0.08  # fraction of the box added on each side before growing to 4:3
@@ -96,7 +100,6 @@ def extract_context_crops(dataset, workers: int = 1, progress: bool = True,
     Unreadable images are reported (one line each) and skipped.
     """
     import hashlib
-    import sys
     from concurrent.futures import ProcessPoolExecutor
 
     from tqdm import tqdm
@@ -124,7 +127,7 @@ def extract_context_crops(dataset, workers: int = 1, progress: bool = True,
     bar.close()
     for image_id, crops in outputs:
         if isinstance(crops, str):
-            print(f"skipped: {crops}", file=sys.stderr)
+            log.warning("skipped: %s", crops)
             continue
         result[image_id] = crops
     if cache:

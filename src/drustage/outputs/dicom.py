@@ -72,13 +72,14 @@ def _code(value: str, meaning: str):
 
 
 def read_source_header(path: str | Path):
-    """The source radiograph's header (no pixels); ``ValueError`` naming the file when it is not DICOM."""
+    """The header (no pixels) of a file already read as a DICOM radiograph (with or without the
+    128-byte preamble); ``ValueError`` naming the file when it cannot be read."""
     import pydicom
 
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
-    except (OSError, pydicom.errors.InvalidDicomError) as error:
-        raise ValueError(f"{path}: not a DICOM file ({error})") from None
+        return pydicom.dcmread(path, stop_before_pixels=True, force=True)
+    except (OSError, ValueError, pydicom.errors.InvalidDicomError) as error:
+        raise ValueError(f"{path}: unreadable DICOM header ({' '.join(str(error).split())})") from None
 
 
 # What the SR and SC take from their source: the patient and study modules the IODs require, and

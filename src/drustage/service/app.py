@@ -171,7 +171,10 @@ def _dicom_source(path: Path) -> bytes | None:
     """A DICOM upload's source reference for its SR and SC, or None when it cannot have them."""
     from drustage.outputs.dicom import dataset_bytes, not_a_hand_radiograph, read_source_header, source_reference
 
-    header = read_source_header(path)
+    try:
+        header = read_source_header(path)
+    except ValueError:  # the pixels were read; the result simply has no DICOM outputs
+        return None
     return None if not_a_hand_radiograph(header) else dataset_bytes(source_reference(header))
 
 

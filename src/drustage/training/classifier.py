@@ -15,6 +15,7 @@ validation crops, so the probabilities a bundle reports are calibrated.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,6 +43,8 @@ from drustage.models.classifier import StageClassifier
 from drustage.models.spec import parse_net_spec, preset_spec
 from drustage.stages import Bone, ClassScheme, get_scheme, parse_stage
 from drustage.training.distributed import SINGLE, DistributedContext
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -385,8 +388,8 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
         history.append(row)
         if progress:
             aged_text = f" spearman(aged) {row['val_aged_spearman']:.3f}" if aged is not None else ""
-            print(f"epoch {epoch}: train loss {row['train_loss']:.3f} acc {row['train_accuracy']:.3f} | "
-                  f"val loss {val_loss:.3f} acc {val_accuracy:.3f}{aged_text}")
+            log.info("epoch %d: train loss %.3f acc %.3f | val loss %.3f acc %.3f%s", epoch, row["train_loss"],
+                     row["train_accuracy"], val_loss, val_accuracy, aged_text)
         if (score, -val_loss) > (best["score"], -best["loss"]):
             best = {"score": score, "loss": val_loss, "epoch": epoch,
                     "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}

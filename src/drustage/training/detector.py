@@ -9,6 +9,7 @@ affine, exposure) moves the boxes with the image.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -25,6 +26,8 @@ from drustage.io_utils import atomic_write_text
 from drustage.models.detector import LABELS, DetectorConfig, best_boxes, build_detector
 from drustage.stages import BONES
 from drustage.training.distributed import SINGLE, DistributedContext
+
+log = logging.getLogger(__name__)
 
 RPN_LOSSES = ("loss_objectness", "loss_rpn_box_reg")
 HEAD_LOSSES = ("loss_classifier", "loss_box_reg")
@@ -121,7 +124,7 @@ class DetectionSet(torch.utils.data.Dataset):
         self.scales = []  # detector pixels per original pixel
         for record, item in zip(records, loaded):
             if isinstance(item, str):
-                print(f"skipped: {item}")
+                log.warning("skipped: %s", item)
                 continue
             self.items.append(item[:2])
             self.records.append(record)
