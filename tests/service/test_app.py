@@ -200,3 +200,22 @@ def test_labelling_off_without_a_folder(trained):
     with TestClient(create_app(ServiceConfig(model=trained[1])), base_url="http://localhost") as plain:
         response = plain.get("/v1/labelling/items")
     assert response.status_code == 404 and "--label-dir" in response.json()["detail"]
+
+
+def test_a_shut_down_app_lets_go_of_its_models(trained, tmp_path):
+    """FastAPI's module-level caches keep every endpoint (and what it closes over) alive: the app
+    must drop its models at shutdown, or each app built in a process keeps ~40-90 MB."""
+    import gc
+    import weakref
+
+    from fastapi.testclient import TestClient
+
+    from drustage.service.app import ServiceConfig, create_app
+
+    app = create_app(ServiceConfig(model=trained[1], state_dir=None))
+    predictor = weakref.ref(app.state.engine.predictor)
+    with TestClient(app, base_url="http://localhost") as client:
+        assert client.get("/healthz").status_code == 200
+    del app, client
+    gc.collect()
+    assert predictor() is None

@@ -12,6 +12,7 @@ is written to an append-only audit log (``store.AuditLog``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import tempfile
@@ -146,6 +147,13 @@ class Engine:
         with self.slots:
             return {bone: grad_cam(self.predictor.torch_classifier(bone), crop) for bone, crop in stored.crops.items()}
 
+    def close(self) -> None:
+        """Let go of the models and the result store. FastAPI caches facts about every endpoint
+        function in module-level LRU caches, and the endpoints close over this engine, so an app
+        that has shut down would otherwise keep its models (~40-90 MB) for the life of the process."""
+        self.results.close()
+        self.predictor = None
+
     def detect(self, image: np.ndarray) -> dict[str, list[float]]:
         with self.slots:
             found = self.predictor.detector(image)
@@ -216,7 +224,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
     import swagger_ui_bundle
     from fastapi.openapi.docs import get_swagger_ui_html
 
-    app = FastAPI(title="drustage", version=_version(), docs_url=None, redoc_url=None,
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        yield
+        engine.close()
+
+    app = FastAPI(title="drustage", version=_version(), docs_url=None, redoc_url=None, lifespan=lifespan,
                   description="Luk distal radius and ulna (DRU) skeletal maturity from hand radiographs: "
                               "decision support for scoliosis bracing, not a diagnosis.")
     app.state.engine = engine
