@@ -310,3 +310,16 @@ def test_radius_and_ulna_stages_too_far_apart_are_flagged(trained):
     readings["ulna"] = np.eye(9)[8]  # U9: one child
     report = predictor.predict(load_radiograph(dataset.path_of(record)), boxes=record.boxes)
     assert not any("apart on the growth table" in r for r in report.review_reasons)
+
+
+def test_a_manifest_expands_to_the_images_it_lists(tmp_path):
+    from drustage.pipeline import expand_inputs
+
+    (tmp_path / "films").mkdir()
+    manifest = tmp_path / "run.csv"
+    manifest.write_text("path,note\nfilms/a.png,x\n\n/abs/b.dcm,y\n")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file\nfilms/a.png\n")
+    files, problems = expand_inputs([manifest, bad])
+    assert files == [tmp_path / "films/a.png", Path("/abs/b.dcm")]
+    assert len(problems) == 1 and "bad.csv" in problems[0] and "'path' column" in problems[0]

@@ -26,7 +26,9 @@ def test_ray_gives_the_local_answers_and_resumes(trained, films, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     out = tmp_path / "ray"
-    assert main(["predict", *map(str, films), str(bad), "--out", str(out), "--engine", "ray", "--workers", "2",
+    manifest = tmp_path / "manifest.csv"  # how an archive lists a run: one path a row
+    manifest.write_text("path\n" + "".join(f"{p}\n" for p in [*films, bad]))
+    assert main(["predict", str(manifest), "--out", str(out), "--engine", "ray", "--workers", "2",
                  *args]) == 1  # the bad file fails alone
     for film in films:
         local = json.loads((tmp_path / "local" / f"{film.stem}.json").read_text())

@@ -30,8 +30,8 @@ from drustage.io_utils import file_sha256, printable
 from drustage.stages import BONES, PHASES, ClassScheme, Stage, bracing_guidance
 
 __all__ = ["BoneResult", "OutputOptions", "Predictor", "REVIEW_DETECTION_SCORE", "RUNTIMES", "StageReport",
-           "expand_inputs", "hand_side", "infer_laterality", "predict_file", "predict_files", "unique_stems",
-           "write_summary"]
+           "expand_inputs", "hand_side", "infer_laterality", "predict_file", "predict_files", "read_manifest",
+           "unique_stems", "write_summary"]
 
 REPORT_VERSION = 1
 
@@ -277,15 +277,36 @@ def _stage_or_phase(result: BoneResult) -> str:
     return result.prediction if result.scheme == "stage" else result.phase
 
 
+MANIFEST_COLUMN = "path"
+
+
+def read_manifest(manifest: Path) -> list[Path]:
+    """The images a manifest CSV lists, one per row in its ``path`` column (relative paths are
+    relative to the manifest's folder): how an archive names the films of a run."""
+    import csv
+
+    with open(manifest, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        if MANIFEST_COLUMN not in (reader.fieldnames or []):
+            raise ValueError(f"{printable(manifest)}: a manifest needs a {MANIFEST_COLUMN!r} column")
+        return [manifest.parent / row[MANIFEST_COLUMN].strip() for row in reader if row[MANIFEST_COLUMN].strip()]
+
+
 def expand_inputs(paths: list[str | Path]) -> tuple[list[Path], list[str]]:
-    """Files as given; folders (a DICOM series, an export) expand to the images inside them.
-    Returns the files and one line per folder that holds none (the batch goes on without it)."""
+    """Files as given; folders (a DICOM series, an export) expand to the images inside them, a
+    manifest ``.csv`` to the images it lists. Returns the files and one line per folder that holds
+    none and per unreadable manifest (the batch goes on without it)."""
     from drustage.data.labels import list_images
 
     files: list[Path] = []
     problems: list[str] = []
     for path in map(Path, paths):
-        if path.is_dir():
+        if path.suffix.lower() == ".csv" and path.is_file():
+            try:
+                files.extend(read_manifest(path))
+            except (ValueError, OSError, UnicodeDecodeError) as error:
+                problems.append(printable(str(error)))
+        elif path.is_dir():
             try:
                 files.extend(list_images(path))
             except ValueError as error:
