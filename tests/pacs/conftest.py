@@ -60,7 +60,8 @@ class Orthanc:
 
 @pytest.fixture
 def orthanc(tmp_path):
-    binary = shutil.which("Orthanc")
+    # Debian installs it in /usr/sbin, which a non-root PATH may leave out
+    binary = shutil.which("Orthanc") or shutil.which("Orthanc", path="/usr/sbin:/usr/local/sbin")
     if binary is None or not DICOMWEB_PLUGIN.is_file():
         pytest.skip("Orthanc with its DICOMweb plugin is not installed (Debian: orthanc, orthanc-dicomweb)")
     http_port, dicom_port, listen_port = free_port(), free_port(), free_port()
