@@ -282,7 +282,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         options = OutputOptions(args.gradcam, Path(args.dicom_out) if args.dicom_out else None,
                                 Path(args.fhir_out) if args.fhir_out else None)
         reports, failures = predict_with_ray(predictor, paths, args.out,
-                                             RayConfig(actors=args.workers, address=args.ray_address), options)
+                                             RayConfig(actors=args.workers, address=args.ray_address), options,
+                                             progress=not args.quiet)
     else:
         reports, failures = predict_files(predictor, paths, args.out, gradcam=args.gradcam, progress=not args.quiet,
                                           boxes=boxes, workers=args.workers, patients=patients,

@@ -56,9 +56,10 @@ class _Reader:
 
 
 def predict_with_ray(predictor, paths: list[Path], out: str | Path, config: RayConfig = RayConfig(),
-                     options=None) -> tuple[list[dict], list[str]]:
+                     options=None, progress: bool = True) -> tuple[list[dict], list[str]]:
     """Like ``pipeline.predict_files`` (reports in input order, one-line failures), on Ray actors
-    built from ``predictor``'s bundle and settings."""
+    built from ``predictor``'s bundle and settings; ``progress`` False keeps Ray Data's progress
+    lines and INFO logs quiet."""
     import pandas as pd
     import ray
 
@@ -73,13 +74,16 @@ def predict_with_ray(predictor, paths: list[Path], out: str | Path, config: RayC
     started = not ray.is_initialized()
     if started:
         ray.init(address=config.address, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.INFO if progress else logging.WARNING,
                  object_store_memory=None if config.address else config.object_store_bytes)
+    ray.data.DataContext.get_current().enable_progress_bars = progress
+    logging.getLogger("ray.data").setLevel(logging.INFO if progress else logging.WARNING)
     outcomes: dict[str, dict] = {}
     try:
         if todo:
             settings = {**predictor.settings, "threads": max(1, int(config.cpus_per_actor))}
             items = ray.data.from_items([{"path": path, "stem": stem} for path, stem in todo])
-            done = items.map_batches(_Reader, batch_size=1, concurrency=config.actors,
+            done = items.map_batches(_Reader, batch_size=1, compute=ray.data.ActorPoolStrategy(size=config.actors),
                                      num_cpus=config.cpus_per_actor, num_gpus=config.gpus_per_actor or None,
                                      fn_constructor_args=(str(predictor.bundle.source), settings, str(out), options))
             outcomes = {row["path"]: row for row in done.iter_rows()}
