@@ -276,8 +276,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if boxes is not None or patients is not None:
             raise CommandError("--engine ray reads with the detector and the DICOM headers' ages only: "
                                "drop --boxes, --sex/--age and --patients, or use --engine local")
+        import importlib.util
+
         from drustage.pipeline import OutputOptions
         from drustage.scale import RayConfig, predict_with_ray
+
+        if importlib.util.find_spec("ray") is None:
+            raise CommandError("--engine ray needs Ray: pip install 'drustage[ray]'")
 
         options = OutputOptions(args.gradcam, Path(args.dicom_out) if args.dicom_out else None,
                                 Path(args.fhir_out) if args.fhir_out else None)

@@ -356,7 +356,7 @@ def predict_file(predictor: Predictor, path: Path, stem: str, out: Path, options
 
     from drustage import __version__
     from drustage.gradcam import grad_cam
-    from drustage.imaging import dicom_patient_sex_age, is_dicom, load_radiograph
+    from drustage.imaging import dicom_patient_sex_age, load_radiograph
     from drustage.io_utils import atomic_path, atomic_write_text
     from drustage.viz import render_overlay
 
@@ -372,10 +372,13 @@ def predict_file(predictor: Predictor, path: Path, stem: str, out: Path, options
     files = {"json": f"{stem}.json", "overlay": f"{stem}.overlay.png"}
     overlay = render_overlay(radiograph.image, report, crops, heatmaps)
     dicom = header = None
-    if options.dicom_out is not None and is_dicom(path):
-        from drustage.outputs.dicom import dicom_outputs, not_a_hand_radiograph, read_source_header
+    if (options.dicom_out is not None or options.fhir_out is not None) and radiograph.meta.format == "dicom":
+        from drustage.outputs.dicom import read_source_header
 
-        header = read_source_header(path)
+        header = read_source_header(path)  # the FHIR Observations name its study too
+    if options.dicom_out is not None and header is not None:
+        from drustage.outputs.dicom import dicom_outputs, not_a_hand_radiograph
+
         reason = not_a_hand_radiograph(header)
         if reason:
             raise ValueError(f"{printable(path)}: no DICOM outputs: {reason}")

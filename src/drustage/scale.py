@@ -29,6 +29,14 @@ class RayConfig:
     object_store_bytes: int = 256 << 20  # of a local Ray: inputs travel as paths, so little is needed
 
 
+def _done_with(result: Path, fingerprint: str) -> bool:
+    """Whether ``result`` holds a finished reading by this bundle (a result of another bundle is redone)."""
+    try:
+        return json.loads(result.read_text()).get("model_fingerprint") == fingerprint
+    except (OSError, ValueError):
+        return False
+
+
 class _Reader:
     """A Ray actor: one predictor, reused for every batch it is given."""
 
@@ -69,7 +77,8 @@ def predict_with_ray(predictor, paths: list[Path], out: str | Path, config: RayC
     out.mkdir(parents=True, exist_ok=True)
     options = options or OutputOptions()
     stems = unique_stems(paths)
-    todo = [(str(path), stem) for path, stem in zip(paths, stems) if not (out / f"{stem}.json").is_file()]
+    fingerprint = predictor.bundle.fingerprint
+    todo = [(str(path), stem) for path, stem in zip(paths, stems) if not _done_with(out / f"{stem}.json", fingerprint)]
     log.info("%d of %d input(s) already done; %d to read", len(paths) - len(todo), len(paths), len(todo))
     started = not ray.is_initialized()
     if started:

@@ -153,6 +153,7 @@ def test_cli_writes_dicom_and_fhir_outputs(predicted, trained, tmp_path):
     ({"Modality": "CT"}, "modality CT"), ({"BodyPartExamined": "CHEST"}, "body part CHEST"),
     ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.88.33"}, "not a radiograph image"),
     ({"Manufacturer": "drustage"}, "a drustage result"), ({"StudyInstanceUID": ""}, "no StudyInstanceUID"),
+    ({"SeriesInstanceUID": ""}, "no SeriesInstanceUID"),
 ])
 def test_what_is_not_a_hand_radiograph(dx_study, changes, reason):
     from drustage.outputs.dicom import not_a_hand_radiograph
@@ -162,3 +163,19 @@ def test_what_is_not_a_hand_radiograph(dx_study, changes, reason):
     for keyword, value in changes.items():
         setattr(ds, keyword, value)
     assert reason in not_a_hand_radiograph(ds)
+
+
+def test_an_anonymised_source_gives_outputs_or_a_one_line_refusal(predicted):
+    """Anonymised exports drop patient and study attributes: never an AttributeError (a traceback)."""
+    from drustage.outputs.dicom import secondary_capture, structured_report
+
+    _, paths, _, reports = predicted
+    ds = pydicom.dcmread(paths[0], stop_before_pixels=True)
+    for keyword in ("PatientName", "PatientBirthDate", "StudyDate", "StudyTime", "ReferringPhysicianName"):
+        delattr(ds, keyword)
+    for build in (lambda: structured_report(ds, reports[0], "0"),
+                  lambda: secondary_capture(ds, np.zeros((8, 8, 3), np.uint8), reports[0], "0")):
+        try:
+            assert build().StudyInstanceUID == ds.StudyInstanceUID
+        except ValueError as error:
+            assert "\n" not in str(error) and "no DICOM outputs" in str(error)

@@ -60,7 +60,10 @@ def _copied_as_is(build):
 
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=UserWarning, module="highdicom")
-            return build(*args, **kwargs)
+            try:
+                return build(*args, **kwargs)
+            except (AttributeError, TypeError, KeyError) as error:  # a source lacking what the IOD needs
+                raise ValueError(f"no DICOM outputs: the source lacks what they need ({error})") from None
 
     return quiet
 
@@ -127,7 +130,7 @@ def not_a_hand_radiograph(ds) -> str | None:
         return f"body part {part} is not a hand or wrist"
     if getattr(ds, "Manufacturer", "") == MANUFACTURER:
         return "a drustage result, not a radiograph"
-    for attribute in ("StudyInstanceUID", "SOPInstanceUID"):
+    for attribute in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
         if not getattr(ds, attribute, None):
             return f"no {attribute}"
     return None

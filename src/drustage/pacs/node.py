@@ -109,10 +109,20 @@ def send_stow(paths: list[Path], destination: Destination, timeout_s: float = 60
                  "Accept": "application/dicom+json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            if response.status not in (200, 202):
-                raise RuntimeError(f"STOW-RS to {destination} answered {response.status}")
+            if response.status != 200:  # 202: some instances were not stored (PS3.18)
+                raise RuntimeError(f"STOW-RS to {destination} answered {response.status}: not every instance stored")
     except (urllib.error.URLError, OSError) as error:
         raise RuntimeError(f"STOW-RS to {destination} failed: {error}") from None
+
+
+def _fsync(path: Path) -> None:
+    import os
+
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 class DicomNode:
@@ -151,16 +161,23 @@ class DicomNode:
             if self.queue.add(uid, study, Path(), state="skipped", reason=reason):
                 log.info("skipped %s: %s", uid, reason)
             return SUCCESS
-        if self.queue.job(uid) is not None:
+        known = self.queue.job(uid)
+        if known is not None and known.state != "error":
             log.info("%s is already queued: not read again", uid)
             return SUCCESS
         path = self.spool / "incoming" / f"{uid}.dcm"
         try:
             with atomic_path(path) as tmp:
                 ds.save_as(tmp, enforce_file_format=True)
+                _fsync(tmp)
+            _fsync(path.parent)  # the image is on disk before the store is acknowledged
         except (OSError, ValueError) as error:
             log.error("could not spool %s: %s", uid, printable(str(error))[:200])
             return OUT_OF_RESOURCES
+        if known is not None:  # a resend of one that ended as an error: try it afresh
+            self.queue.requeue(uid)
+            log.info("%s resent after an error: queued again", uid)
+            return SUCCESS
         self.queue.add(uid, study, path)
         log.info("queued %s (study %s)", uid, study)
         return SUCCESS

@@ -63,6 +63,10 @@ class JobQueue:
         with self._lock:
             return self._db.execute(sql, parameters)
 
+    def _rows(self, sql: str, parameters: tuple = ()) -> list[tuple]:
+        with self._lock:  # fetched under the lock: the connection is shared between threads
+            return self._db.execute(sql, parameters).fetchall()
+
     def add(self, sop_instance_uid: str, study_instance_uid: str, path: Path, state: str = "pending",
             reason: str = "") -> bool:
         """Queue a received instance; False when that SOP instance is already queued (a resend)."""
@@ -95,9 +99,14 @@ class JobQueue:
         return None if row is None else self.job(row[0])
 
     def job(self, sop_instance_uid: str) -> Job | None:
-        row = self._execute("SELECT sop_instance_uid, study_instance_uid, path, state, attempts, reason FROM jobs "
-                            "WHERE sop_instance_uid=?", (sop_instance_uid,)).fetchone()
-        return None if row is None else Job(row[0], row[1], Path(row[2]), row[3], row[4], row[5])
+        rows = self._rows("SELECT sop_instance_uid, study_instance_uid, path, state, attempts, reason FROM jobs "
+                          "WHERE sop_instance_uid=?", (sop_instance_uid,))
+        return Job(*rows[0][:2], Path(rows[0][2]), *rows[0][3:]) if rows else None
+
+    def requeue(self, sop_instance_uid: str) -> None:
+        """A job that ended as an error is pending again with its attempts reset (the PACS resent it)."""
+        self._execute("UPDATE jobs SET state='pending', attempts=0, next_try=0, reason='', updated=? "
+                      "WHERE sop_instance_uid=?", (time.time(), sop_instance_uid))
 
     def done(self, sop_instance_uid: str) -> None:
         self._execute("UPDATE jobs SET state='done', reason='', updated=? WHERE sop_instance_uid=?",
@@ -115,11 +124,10 @@ class JobQueue:
         return state
 
     def counts(self) -> dict[str, int]:
-        rows = self._execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        rows = self._rows("SELECT state, COUNT(*) FROM jobs GROUP BY state")
         return {state: 0 for state in STATES} | dict(rows)
 
     def jobs(self, state: str | None = None) -> list[Job]:
         sql = "SELECT sop_instance_uid, study_instance_uid, path, state, attempts, reason FROM jobs"
-        rows = self._execute(sql + (" WHERE state=?" if state else "") + " ORDER BY created",
-                             (state,) if state else ()).fetchall()
+        rows = self._rows(sql + (" WHERE state=?" if state else "") + " ORDER BY created", (state,) if state else ())
         return [Job(r[0], r[1], Path(r[2]), r[3], r[4], r[5]) for r in rows]

@@ -318,12 +318,15 @@ def create_app(config: ServiceConfig) -> FastAPI:
         if stored.source is None:
             raise HTTPException(404, "no DICOM outputs: this result is not of a DICOM radiograph with a study")
         source = pydicom.dcmread(io.BytesIO(stored.source), force=True)
-        if kind == "sr":
-            dataset = structured_report(source, stored.report, __version__)
-        else:
-            picture = render_overlay(stored.display.astype(np.float32) / 255.0,
-                                     scaled_report(stored.report, stored.display_scale), stored.crops)
-            dataset = secondary_capture(source, np.asarray(picture), stored.report, __version__)
+        try:
+            if kind == "sr":
+                dataset = structured_report(source, stored.report, __version__)
+            else:
+                picture = render_overlay(stored.display.astype(np.float32) / 255.0,
+                                         scaled_report(stored.report, stored.display_scale), stored.crops)
+                dataset = secondary_capture(source, np.asarray(picture), stored.report, __version__)
+        except ValueError as error:
+            raise HTTPException(422, str(error)) from None
         return Response(output_bytes(dataset), media_type="application/dicom")
 
     @app.get("/v1/predictions/{result_id}/crops/{bone}.png", response_class=Response)

@@ -60,9 +60,11 @@ class ResultStore:
         self.max_results = max_results
         self._lock = threading.Lock()
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path.touch(mode=0o600)  # a DICOM upload's patient attributes are kept here: owner only
         self._db = sqlite3.connect(":memory:" if path is None else path, check_same_thread=False,
                                    isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA secure_delete=ON")  # results past the retention limit leave no trace
         if path is not None:
             self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(_SCHEMA)
@@ -103,7 +105,7 @@ class AuditLog:
         self.path = path
         self._lock = threading.Lock()
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def record(self, action: str, client: str, model_fingerprint: str, input_sha256: str, **fields) -> None:
         if self.path is None:

@@ -79,6 +79,12 @@ def from_environment(device: str) -> DistributedContext:
 
     from drustage.inference.device import resolve_device
 
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if resolve_device(device).type == "cuda" else "gloo")
-    return DistributedContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+        if resolve_device(device).type == "cuda":
+            torch.cuda.set_device(local_rank)
+            # nccl for the gradients on the GPU, gloo for the CPU-side sums of the loss records
+            dist.init_process_group("cpu:gloo,cuda:nccl")
+        else:
+            dist.init_process_group("gloo")
+    return DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank)
