@@ -16,10 +16,11 @@ import torch
 from _table import print_table  # noqa: E402  (bench/ is the script's directory)
 
 from drustage.data.layout import read_dataset
-from drustage.inference.detector import downscale
-from drustage.models.detector import BACKBONES, DetectorConfig, build_detector
+from drustage.imaging import downscale
+from drustage.models.config import BACKBONES, DetectorConfig
+from drustage.models.detector import build_detector
 from drustage.synth.writer import SynthConfig, generate_dataset
-from drustage.training.detector import DetectionSet, _collate
+from drustage.data.detection import BoxAugmentation, DetectionSet, collate_detections
 
 
 def main() -> None:
@@ -36,7 +37,7 @@ def main() -> None:
         from drustage.imaging import load_radiograph
 
         full = [load_radiograph(dataset.path_of(r)).image for r in dataset.records[:4]]
-        data = DetectionSet(dataset, list(dataset.records), args.max_size, augment=True)
+        data = DetectionSet(dataset, list(dataset.records), args.max_size, BoxAugmentation())
         for backbone in args.backbones:
             torch.manual_seed(0)
             model = build_detector(DetectorConfig(backbone=backbone, min_size=args.min_size, max_size=args.max_size))
@@ -49,7 +50,7 @@ def main() -> None:
                     model([torch.from_numpy(pixels.astype(np.float32) / 255)[None]])
                     if i >= 5:
                         times.append(time.perf_counter() - start)
-            loader = torch.utils.data.DataLoader(data, batch_size=2, shuffle=True, collate_fn=_collate)
+            loader = torch.utils.data.DataLoader(data, batch_size=2, shuffle=True, collate_fn=collate_detections)
             optimizer = torch.optim.SGD(model.parameters(), lr=0.005, momentum=0.9)
             model.train()
             done, start = 0, time.perf_counter()

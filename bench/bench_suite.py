@@ -69,8 +69,8 @@ def measure_runtime(model: str, runtime: str, runs: int, workers: int, images: P
             predictor.classify(crops)
             t4 = time.perf_counter()
             # the whole path again as a user runs it: load, predict, JSON
-            report = predictor.predict(load_radiograph(path), file_sha256(path)).to_dict()
-            json.dumps(report)
+            report = predictor.predict(load_radiograph(path), file_sha256(path))
+            json.dumps(report.to_dict())
             t5 = time.perf_counter()
             render_overlay(radiograph.image, report, crops)
             t6 = time.perf_counter()

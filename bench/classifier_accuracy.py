@@ -14,7 +14,8 @@ import argparse
 from pathlib import Path
 
 from drustage.data.layout import read_dataset
-from drustage.training.classifier import ClassifierConfig, train_classifier
+from drustage.training.config import ClassifierConfig
+from drustage.training.classifier import train_classifier
 
 from _table import print_table  # noqa: E402  (bench/ is the script's directory)
 

@@ -20,7 +20,8 @@ from _table import print_table
 from drustage.data.layout import read_dataset
 from drustage.inference.detector import load_detector
 from drustage.stages import BONES
-from drustage.training.detector import DetectionSet, evaluate_detector_on, held_out_ids
+from drustage.data.detection import DetectionSet
+from drustage.evaluation.detection import evaluate_detector_on, held_out_ids
 
 
 def _latency(model, data: DetectionSet) -> float:
@@ -58,9 +59,9 @@ def main() -> None:
         torch.set_num_threads(threads)
         model.rpn._post_nms_top_n["testing"] = proposals
         model.transform.min_size, model.transform.max_size = (max_side * 3 // 4,), max_side
-        data = DetectionSet(dataset, records, max_side, False, 2)
+        data = DetectionSet(dataset, records, max_side, workers=2)
         metrics = evaluate_detector_on(model, data)
-        cells = [f"{metrics[b]['detection_rate_iou50']:.3f} / {metrics[b]['mean_iou']:.3f}" for b in BONES]
+        cells = [f"{metrics.bone(b).detection_rate_iou50:.3f} / {metrics.bone(b).mean_iou:.3f}" for b in BONES]
         trained_mark = "*" if (max_side, proposals) == (trained["max_size"], trained["rpn_post_nms_top_n_test"]) else ""
         rows.append((f"{max_side}{trained_mark}", str(proposals), str(threads), *cells, f"{_latency(model, data):.0f}"))
     print(f"{len(records)} held-out phantoms; * = the checkpoint's own settings")

@@ -16,17 +16,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from drustage.data.layout import read_dataset
-from drustage.demo import combined_detector_metrics, default_real_boxes, real_folder_name, run_demo
+from drustage.demo import default_real_boxes, real_folder_name, run_demo
 from drustage.inference.bundle import assemble_bundle
 from drustage.inference.checkpoints import load_checkpoint
-from drustage.models.detector import DetectorConfig
-from drustage.training.detector import (
-    DetectorTrainConfig,
-    boxed_records,
-    evaluate_detector,
-    held_out_ids,
-    train_detector,
-)
+from drustage.models.config import DetectorConfig
+from drustage.data.detection import boxed_records
+from drustage.evaluation.detection import combined_detection_metrics, evaluate_detector, held_out_ids
+from drustage.training.config import DetectorTrainConfig
+from drustage.training.detector import train_detector
 
 ITERATIONS = 1200
 LR_SHARE = 0.25  # of the demo's learning rate
@@ -65,15 +62,15 @@ def main() -> None:
     for label, checkpoint in (("demo", demo_detector), ("best", best)):
         per_set = {name: evaluate_detector(checkpoint, dataset, out / f"eval_{label}_{name}")
                    for name, dataset in zip(names, real_sets)}
-        table[label] = {"combined": combined_detector_metrics(list(per_set.values())), **per_set}
-    (out / "comparison.json").write_text(json.dumps(table, indent=2) + "\n")
+        table[label] = {"combined": combined_detection_metrics(list(per_set.values())), **per_set}
+    (out / "comparison.json").write_text(json.dumps({label: {part: m.to_dict() for part, m in figures.items()}
+                                                     for label, figures in table.items()}, indent=2) + "\n")
     print(f"{'detector, held-out films':30} {'films':>6} {'radius centred':>15} {'ulna centred':>13} "
           f"{'radius IoU':>11} {'ulna IoU':>9}")
     for label, figures in table.items():
         for part, m in figures.items():
-            radius, ulna = m["radius"], m["ulna"]
-            print(f"{label + ' ' + part:30} {m['n']:>6} {radius['centre_hit_rate']:>15.1%} "
-                  f"{ulna['centre_hit_rate']:>13.1%} {radius['mean_iou']:>11.3f} {ulna['mean_iou']:>9.3f}")
+            print(f"{label + ' ' + part:30} {m.n:>6} {m.radius.centre_hit_rate:>15.1%} "
+                  f"{m.ulna.centre_hit_rate:>13.1%} {m.radius.mean_iou:>11.3f} {m.ulna.mean_iou:>9.3f}")
     assemble_bundle(out / "bundle", best, demo / "radius" / "classifier.pt", demo / "ulna" / "classifier.pt")
     print(f"best detector bundle: {out / 'bundle'}")
 

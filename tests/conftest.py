@@ -56,10 +56,12 @@ def trained(tmp_path_factory):
 
     from drustage.data.layout import read_dataset, write_labels
     from drustage.inference.bundle import assemble_bundle
-    from drustage.models.detector import DetectorConfig
+    from drustage.models.config import DetectorConfig
     from drustage.synth.writer import SynthConfig, generate_dataset
-    from drustage.training.classifier import ClassifierConfig, train_classifier
-    from drustage.training.detector import DetectorTrainConfig, train_detector
+    from drustage.training.config import ClassifierConfig
+    from drustage.training.classifier import train_classifier
+    from drustage.training.config import DetectorTrainConfig
+    from drustage.training.detector import train_detector
 
     root = tmp_path_factory.mktemp("e2e")
     young = generate_dataset(root / "young", SynthConfig(count=40, seed=11, age_range=(4.0, 7.5), image_scale=0.4),

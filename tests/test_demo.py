@@ -2,12 +2,12 @@ import json
 import re
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from drustage.demo import (
     MIN_REAL_FILMS,
     QUICK,
-    combined_detector_metrics,
     default_real_boxes,
     prepare_real,
     real_folder_name,
@@ -18,7 +18,7 @@ from drustage.inference.checkpoints import load_checkpoint
 
 @pytest.mark.slow
 def test_quick_demo_end_to_end_and_resume(tmp_path, real_folder_or_none, monkeypatch):
-    monkeypatch.setattr("drustage.demo.QUICK", replace(QUICK, detector_lr=0.005))
+    monkeypatch.setattr("drustage.demo.QUICK", replace(QUICK, detector=replace(QUICK.detector, lr=0.005)))
     messages = []
     real = real_folder_or_none
     report = run_demo(tmp_path / "demo", quick=True, real=real, workers=2, log=messages.append)
@@ -60,18 +60,19 @@ def test_quick_demo_end_to_end_and_resume(tmp_path, real_folder_or_none, monkeyp
 
 
 def test_detector_figures_combine_over_the_real_box_files_by_film_count():
-    def evaluation(n, centred):
-        return {"n": n, **{bone: {"mean_iou": 0.8, "detection_rate_iou50": 1.0, "centre_hit_rate": centred}
-                           for bone in ("radius", "ulna")}}
+    from drustage.evaluation.detection import BoneDetectionMetrics, DetectionMetrics, combined_detection_metrics
 
-    every = combined_detector_metrics([evaluation(60, 1.0), evaluation(140, 0.9)])
-    assert every["n"] == 200 and every["ulna"]["centre_hit_rate"] == pytest.approx((60 + 126) / 200)
-    assert every["radius"]["mean_iou"] == pytest.approx(0.8)
+    def evaluation(n, centred):
+        return DetectionMetrics(n, 0.9, 0.5, *(BoneDetectionMetrics(0.9, 0.5, 0.8, 1.0, centred) for _ in range(2)))
+
+    every = combined_detection_metrics([evaluation(60, 1.0), evaluation(140, 0.9)])
+    assert every.n == 200 and every.ulna.centre_hit_rate == pytest.approx((60 + 126) / 200)
+    assert every.radius.mean_iou == pytest.approx(0.8) and np.isnan(every.radius.ap_50)
 
 
 def test_the_report_shows_the_real_film_validation(tmp_path, aged_case):
     from drustage.demo import write_report
-    from drustage.validation import readings_from_reports, write_validation
+    from drustage.evaluation.maturity import readings_from_reports, write_validation
 
     films, reports = aged_case()
     validation = write_validation(*readings_from_reports(reports, films), tmp_path / "validation_real")
@@ -81,9 +82,10 @@ def test_the_report_shows_the_real_film_validation(tmp_path, aged_case):
                    "within_one_accuracy": 1.0, "kappa": 0.0, "kappa_quadratic": 0.0, "ece": 0.1,
                    "phase": {"accuracy": 0.75, "ece": 0.05}}
         (tmp_path / bone / "metrics.json").write_text(json.dumps({"test": metrics}))
-    detector = {bone: {"ap_50": 1, "ap_50_95": 1, "mean_iou": 1, "detection_rate_iou50": 1, "centre_hit_rate": 1}
-                for bone in ("radius", "ulna")}
-    report = write_report(tmp_path, QUICK, {"n": 1, **detector}, {}, [], [], [], {}, 1.0, {}, True, validation)
+    from drustage.evaluation.detection import BoneDetectionMetrics, DetectionMetrics
+
+    detector = DetectionMetrics(1, 1, 1, *(BoneDetectionMetrics(1, 1, 1, 1, 1) for _ in range(2)))
+    report = write_report(tmp_path, QUICK, detector, {}, [], [], [], {}, 1.0, {}, True, validation)
     html = report.read_text()
     assert "Maturity on held-out real films" in html and "implausible, not flagged" in html
     assert "75.0% (ECE 0.050)" in html

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import functools
 import sys
 from pathlib import Path
 
@@ -96,8 +98,30 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return EXIT_ERROR if report.failed else 0
 
 
+def _field_default(config_class, name: str):
+    field = next(f for f in dataclasses.fields(config_class) if f.name == name)
+    return field.default_factory() if field.default is dataclasses.MISSING else field.default
+
+
+def _config_option(parser: argparse.ArgumentParser, flag: str, config_class, help: str = "",
+                   field: str | None = None, **kwargs) -> None:
+    """An option for a field of ``config_class``, left unset unless given: the dataclass keeps the
+    one default, and the help shows it."""
+    name = field or flag.lstrip("-").replace("-", "_")
+    default = _field_default(config_class, name)
+    shown = "" if default is None else f"(default {default})"
+    parser.add_argument(flag, dest=name, default=None, help=" ".join(part for part in (help, shown) if part),
+                        **kwargs)
+
+
+def _overrides(args: argparse.Namespace, config_class, skip: tuple[str, ...] = ()) -> dict:
+    """The fields of ``config_class`` given on the command line."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(config_class)
+            if f.name not in skip and getattr(args, f.name, None) is not None}
+
+
 def _classifier_config(args: argparse.Namespace):
-    from drustage.training.classifier import ClassifierConfig
+    from drustage.training.config import ClassifierConfig
 
     caps = None
     if args.per_class_cap:
@@ -107,14 +131,7 @@ def _classifier_config(args: argparse.Namespace):
             if not count.isdigit():
                 raise CommandError(f"--per-class-cap: expected class=count, got {item!r}")
             caps[name.strip()] = int(count)
-    return ClassifierConfig(
-        bone=args.bone, scheme=args.scheme, net=args.net, conv_spec=args.conv or "", fc_spec=args.fc or "",
-        dropout=args.dropout, standardize=args.standardize, optimizer=args.optimizer, lr=args.lr,
-        batch_size=args.batch_size, epochs=args.epochs, seed=args.seed, balance=args.balance, augment=args.augment,
-        test_per_class=args.test_per_class, test_fraction=args.test_fraction, val_fraction=args.val_fraction,
-        min_stage=args.min_stage, per_class_cap=caps, threads=args.threads, aged_weight=args.aged_weight,
-        aged_rank_weight=args.aged_rank_weight, device=args.device,
-    )
+    return ClassifierConfig(**_overrides(args, ClassifierConfig, skip=("per_class_cap",)), per_class_cap=caps)
 
 
 def _classifier_summary(metrics: dict) -> str:
@@ -180,51 +197,52 @@ def _cmd_evaluate_classifier(args: argparse.Namespace) -> int:
     return 0
 
 
+def _detector_config(args: argparse.Namespace):
+    from drustage.models.config import DetectorConfig
+    from drustage.training.config import DetectorTrainConfig
+
+    return DetectorTrainConfig(model=DetectorConfig(**_overrides(args, DetectorConfig)),
+                               **_overrides(args, DetectorTrainConfig, skip=("model",)))
+
+
 def _cmd_train_detector(args: argparse.Namespace) -> int:
     from drustage.data.layout import read_dataset
-    from drustage.models.detector import DetectorConfig
-    from drustage.training.detector import DetectorTrainConfig, train_detector
+    from drustage.training.detector import train_detector
 
-    config = DetectorTrainConfig(
-        model=DetectorConfig(backbone=args.backbone, min_size=args.min_size, max_size=args.max_size,
-                             representation_size=args.representation_size, roi_pool=args.roi_pool),
-        schedule=args.schedule, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
-        val_fraction=args.val_fraction, test_fraction=args.test_fraction, validate_every=args.validate_every,
-        augment=args.augment, rotation=args.rotation, min_scale=args.min_scale, seed=args.seed,
-        threads=args.threads, weights=args.weights, dataset_weights=args.dataset_weights, device=args.device,
-    )
+    config = _detector_config(args)
     config.validate()
     datasets = [read_dataset(path) for path in args.datasets]
     with _distributed(config.device) as distributed:
-        metrics = train_detector(datasets, config, args.out, workers=args.workers, progress=not args.quiet,
+        result = train_detector(datasets, config, args.out, workers=args.workers, progress=not args.quiet,
                                  distributed=distributed)
     if not distributed.is_main:
         return 0
-    for name, held_out in metrics.get("by_dataset", {}).items():
-        print(f"{name}: {_detector_summary(held_out)}")
-    print(_detector_summary(metrics) + f"; wrote {args.out}/detector.pt")
+    if len(result.by_dataset) > 1:
+        for name, held_out in result.by_dataset.items():
+            print(f"{name}: {_detector_summary(held_out)}")
+    print(_detector_summary(result.test) + f"; wrote {args.out}/detector.pt")
     return 0
 
 
-def _detector_summary(metrics: dict) -> str:
-    parts = [f"n={metrics['n']}"]
+def _detector_summary(metrics) -> str:
+    parts = [f"n={metrics.n}"]
     for bone in ("radius", "ulna"):
-        m = metrics[bone]
-        parts.append(f"{bone}: AP50 {m['ap_50']:.3f}, AP {m['ap_50_95']:.3f}, mean IoU {m['mean_iou']:.3f}, "
-                     f"found at IoU>=0.5 {m['detection_rate_iou50']:.1%}, centred in the true box "
-                     f"{m['centre_hit_rate']:.1%}")
+        m = metrics.bone(bone)
+        parts.append(f"{bone}: AP50 {m.ap_50:.3f}, AP {m.ap_50_95:.3f}, mean IoU {m.mean_iou:.3f}, "
+                     f"found at IoU>=0.5 {m.detection_rate_iou50:.1%}, centred in the true box "
+                     f"{m.centre_hit_rate:.1%}")
     return "; ".join(parts)
 
 
 def _cmd_evaluate_detector(args: argparse.Namespace) -> int:
     from drustage.data.layout import read_dataset
-    from drustage.training.detector import evaluate_detector
+    from drustage.evaluation.detection import evaluate_detector
 
     metrics = evaluate_detector(args.checkpoint, read_dataset(args.dataset), args.out, held_out_only=not args.all,
                                 workers=args.workers, threshold=args.threshold, held_out_of=args.held_out_of)
     print(_detector_summary(metrics) + f"; wrote {args.out}")
     if args.real:
-        from drustage.training.detector import real_detection_sheet
+        from drustage.evaluation.detection import real_detection_sheet
 
         sheet = Path(args.out) / "real_detections.png"
         counts = real_detection_sheet(args.checkpoint, _real_images(Path(args.real))[: args.real_count], sheet,
@@ -236,7 +254,7 @@ def _cmd_evaluate_detector(args: argparse.Namespace) -> int:
 
 def _cmd_crop(args: argparse.Namespace) -> int:
     from drustage.data.layout import read_dataset
-    from drustage.training.detector import write_crops
+    from drustage.inference.crop_dataset import write_crops
 
     report = write_crops(read_dataset(args.dataset), args.out, detector=args.detector, threshold=args.threshold,
                          progress=not args.quiet)
@@ -332,7 +350,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     import json
 
     from drustage.data.aged_films import read_age_sheet
-    from drustage.validation import readings_from_reports, write_validation
+    from drustage.evaluation.maturity import readings_from_reports, write_validation
 
     films, problems = read_age_sheet(args.sheet, args.images_root)
     if not films:
@@ -494,6 +512,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Skeletal maturity from hand radiographs: Luk DRU stages of the distal radius and ulna.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # the configs are plain dataclasses (no torch): their defaults are the options' defaults
+    from drustage.models.config import BACKBONES, DetectorConfig
+    from drustage.thresholds import DETECTION_THRESHOLD, MIN_CONFIDENCE, REVIEW_DETECTION_SCORE
+    from drustage.training.config import ClassifierConfig, DetectorTrainConfig
 
     synth = sub.add_parser("synth", help="generate a phantom radiograph dataset and its stage contact sheet")
     synth.add_argument("--preset", default="quick",
@@ -535,34 +557,37 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train-classifier", help="train a stage/phase classifier on DRU crops")
     train.add_argument("dataset", help="a drustage dataset with stages and boxes")
     train.add_argument("--out", required=True, help="run directory for checkpoint, metrics and plots")
-    train.add_argument("--bone", choices=("radius", "ulna"), default="radius")
-    train.add_argument("--scheme", default="phase4", help="stage, phase4 or phase3")
-    train.add_argument("--net", default="net7", help="net1..net9, or custom with --conv and --fc")
-    train.add_argument("--conv", help="conv spec for --net custom, e.g. 32c3-64c3-64c3-128c3-128c3")
-    train.add_argument("--fc", help="fc spec for --net custom, e.g. 4096-1024")
-    train.add_argument("--dropout", type=float, default=0.5, help="dropout after each FC layer (0: none)")
-    train.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=True,
-                       help="per-crop zero mean / unit variance at the network input (--no-standardize: raw crops)")
-    train.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
-    train.add_argument("--lr", type=float, default=1e-4)
-    train.add_argument("--batch-size", type=int, default=16)
-    train.add_argument("--epochs", type=int, default=20)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--balance", action=argparse.BooleanOptionalAction, default=True,
-                       help="oversample minority classes to the majority count")
-    train.add_argument("--augment", type=int, default=5, help="epoch-size factor of shifted/scaled copies (1: none)")
-    train.add_argument("--test-per-class", type=int, help="hold out this many per class (paper: 25 radius, 50 ulna)")
-    train.add_argument("--test-fraction", type=float, default=0.2, help="held-out fraction when no count is given")
-    train.add_argument("--val-fraction", type=float, default=0.1, help="validation fraction of the training part")
-    train.add_argument("--min-stage", help="leave out earlier stages, e.g. R5 (the paper's radius set)")
+    option = functools.partial(_config_option, train, config_class=ClassifierConfig)
+    option("--bone", choices=("radius", "ulna"))
+    option("--scheme", help="stage, phase4 or phase3")
+    option("--net", help="net1..net9, or custom with --conv and --fc")
+    option("--conv", field="conv_spec", help="conv spec for --net custom, e.g. 32c3-64c3-64c3-128c3-128c3")
+    option("--fc", field="fc_spec", help="fc spec for --net custom, e.g. 4096-1024")
+    option("--dropout", type=float, help="dropout after each FC layer (0: none)")
+    option("--standardize", action=argparse.BooleanOptionalAction,
+           help="per-crop zero mean / unit variance at the network input (--no-standardize: raw crops)")
+    option("--optimizer", choices=("adam", "sgd"))
+    option("--lr", type=float)
+    option("--batch-size", type=int)
+    option("--epochs", type=int)
+    option("--epoch-samples", type=int, help="labelled crops per epoch (unset: the balanced, augmented pool once)")
+    option("--seed", type=int)
+    option("--balance", action=argparse.BooleanOptionalAction, help="oversample minority classes to the majority count")
+    option("--augment", type=int, help="epoch-size factor of shifted/scaled copies (1: none)")
+    option("--test-per-class", type=int, help="hold out this many per class (paper: 25 radius, 50 ulna)")
+    option("--test-fraction", type=float, help="held-out fraction when no count is given")
+    option("--val-fraction", type=float, help="validation fraction of the training part")
+    option("--min-stage", help="leave out earlier stages, e.g. R5 (the paper's radius set)")
     train.add_argument("--per-class-cap", help="subsample classes, e.g. pre-peak=75,peak=75")
     train.add_argument("--aged", help="dataset of real films with age_years, sex and boxes but no stages: "
                                       "weak supervision from the growth table's stage distribution per age")
-    train.add_argument("--aged-weight", type=float, default=1.0, help="weight of the --aged films' loss")
-    train.add_argument("--aged-rank-weight", type=float, default=0.0,
-                       help="weight of a within-sex ranking loss on the --aged films' expected stage (older reads "
-                            "more mature)")
-    train.add_argument("--threads", type=int, help="torch CPU threads")
+    option("--aged-weight", type=float, help="weight of the --aged films' loss")
+    option("--aged-batch", type=int, help="--aged films beside each labelled batch")
+    option("--aged-rank-weight", type=float,
+           help="weight of a within-sex ranking loss on the --aged films' expected stage (older reads more mature)")
+    option("--calibrate", action=argparse.BooleanOptionalAction,
+           help="fit a temperature on the validation crops after model selection")
+    option("--threads", type=int, help="torch CPU threads")
     _add_device_argument(train)
     train.add_argument("--workers", type=int, default=1, help="processes for crop extraction")
     train.add_argument("--quiet", action="store_true")
@@ -581,33 +606,35 @@ def build_parser() -> argparse.ArgumentParser:
     detector.add_argument("datasets", nargs="+", metavar="dataset",
                           help="drustage dataset(s) with radius and ulna boxes, e.g. phantoms and boxed real films")
     detector.add_argument("--out", required=True, help="run directory")
-    detector.add_argument("--backbone", default="zfnet", help="zfnet (the paper's), mobilenet_v3 or resnet18_fpn")
-    detector.add_argument("--schedule", choices=("joint", "alternating"), default="joint",
-                          help="end-to-end, or the paper's 4-step RPN / Fast R-CNN alternation")
-    detector.add_argument("--iterations", type=int, default=1500)
-    detector.add_argument("--batch-size", type=int, default=2)
-    detector.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (the paper's 0.01)")
-    detector.add_argument("--min-size", type=int, default=384, help="shorter image side the detector sees")
-    detector.add_argument("--max-size", type=int, default=512, help="longer image side the detector sees")
-    detector.add_argument("--representation-size", type=int, default=4096,
-                          help="units of the two FC layers of the box head (the paper's 4096; 1024 trains ~2x faster)")
-    detector.add_argument("--roi-pool", choices=("roipool", "roialign"), default="roipool",
-                          help="zfnet box pooling: the paper's RoI max pooling, or RoIAlign")
-    detector.add_argument("--weights", help="start from a local state dict or detector checkpoint (never downloaded)")
-    detector.add_argument("--dataset-weights", type=float, nargs="+",
-                          help="share of training batches from each dataset (default: every image equally often)")
-    detector.add_argument("--val-fraction", type=float, nargs="+", default=[0.1],
-                          help="validation fraction: one for all datasets, or one per dataset")
-    detector.add_argument("--test-fraction", type=float, nargs="+", default=[0.1],
-                          help="held-out test fraction: one for all datasets, or one per dataset")
-    detector.add_argument("--validate-every", type=int, default=250)
-    detector.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
-    detector.add_argument("--rotation", type=float, nargs="+", default=[10.0],
-                          help="largest random turn in degrees: one for all datasets, or one per dataset")
-    detector.add_argument("--min-scale", type=float, nargs="+", default=[0.85],
-                          help="smallest random zoom (below 1 shrinks the film in its frame): one, or one per dataset")
-    detector.add_argument("--seed", type=int, default=0)
-    detector.add_argument("--threads", type=int)
+    model_option = functools.partial(_config_option, detector, config_class=DetectorConfig)
+    option = functools.partial(_config_option, detector, config_class=DetectorTrainConfig)
+    model_option("--backbone", choices=BACKBONES, help="zfnet is the paper's")
+    option("--schedule", choices=("joint", "alternating"),
+           help="end-to-end, or the paper's 4-step RPN / Fast R-CNN alternation")
+    option("--iterations", type=int)
+    option("--batch-size", type=int)
+    option("--lr", type=float, help="SGD learning rate")
+    model_option("--min-size", type=int, help="shorter image side the detector sees")
+    model_option("--max-size", type=int, help="longer image side the detector sees")
+    model_option("--representation-size", type=int,
+                 help="units of the two FC layers of the box head (the paper's 4096; 1024 trains ~2x faster)")
+    model_option("--roi-pool", choices=("roipool", "roialign"),
+                 help="zfnet box pooling: the paper's RoI max pooling, or RoIAlign")
+    option("--weights", help="start from a local state dict or detector checkpoint (never downloaded)")
+    option("--dataset-weights", type=float, nargs="+",
+           help="share of training batches from each dataset (unset: every image equally often)")
+    option("--val-fraction", type=float, nargs="+",
+           help="validation fraction: one for all datasets, or one per dataset")
+    option("--test-fraction", type=float, nargs="+",
+           help="held-out test fraction: one for all datasets, or one per dataset")
+    option("--validate-every", type=int)
+    option("--augment", action=argparse.BooleanOptionalAction)
+    option("--rotation", type=float, nargs="+",
+           help="largest random turn in degrees: one for all datasets, or one per dataset")
+    option("--min-scale", type=float, nargs="+",
+           help="smallest random zoom (below 1 shrinks the film in its frame): one, or one per dataset")
+    option("--seed", type=int)
+    option("--threads", type=int, help="torch CPU threads")
     _add_device_argument(detector)
     detector.add_argument("--workers", type=int, default=1, help="processes for image loading")
     detector.add_argument("--quiet", action="store_true")
@@ -618,7 +645,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_det.add_argument("dataset")
     evaluate_det.add_argument("--out", required=True)
     evaluate_det.add_argument("--all", action="store_true", help="every boxed radiograph, not only the held-out test")
-    evaluate_det.add_argument("--threshold", type=float, default=0.5, help="score below which a bone is not found")
+    evaluate_det.add_argument("--threshold", type=float, default=DETECTION_THRESHOLD,
+                              help="score below which a bone is not found (default %(default)s)")
     evaluate_det.add_argument("--held-out-of", help="evaluate on the test images this other checkpoint held out "
                                                     "(e.g. the run a fine-tune started from, on its dataset)")
     evaluate_det.add_argument("--workers", type=int, default=1)
@@ -630,7 +658,8 @@ def build_parser() -> argparse.ArgumentParser:
     crop.add_argument("dataset")
     crop.add_argument("--out", required=True, help="a new dataset directory: same images, boxes from the detector")
     crop.add_argument("--detector", help="detector checkpoint (default: the dataset's own boxes)")
-    crop.add_argument("--threshold", type=float, default=0.5)
+    crop.add_argument("--threshold", type=float, default=DETECTION_THRESHOLD,
+                      help="score below which a bone is not found (default %(default)s)")
     crop.add_argument("--quiet", action="store_true")
     crop.set_defaults(handler=_cmd_crop)
 
@@ -647,10 +676,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", required=True, help="bundle directory or .zip")
     predict.add_argument("--out", required=True, help="directory for JSON, overlays and summary.csv")
     predict.add_argument("--gradcam", action="store_true", help="Grad-CAM heatmaps on the crops in the overlay")
-    predict.add_argument("--threshold", type=float, default=0.5, help="detection score below which a bone is missing")
-    predict.add_argument("--min-confidence", type=float, default=0.6, help="below this, flag for review")
+    predict.add_argument("--threshold", type=float, default=DETECTION_THRESHOLD,
+                         help="detection score below which a bone is missing (default %(default)s)")
+    predict.add_argument("--min-confidence", type=float, default=MIN_CONFIDENCE,
+                         help="below this, flag for review (default %(default)s)")
     predict.add_argument("--review-detection-score", type=float,
-                         help="flag found boxes scoring below this for review (default 0.8)")
+                         help=f"flag found boxes scoring below this for review (default {REVIEW_DETECTION_SCORE})")
     predict.add_argument("--boxes", help="use these boxes instead of the detector (COCO .json, VOC .xml/folder, .csv)")
     predict.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
                          help="run the networks with PyTorch, or ONNX Runtime (after drustage export-onnx)")
@@ -728,9 +759,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="past results (SQLite) and the audit log; 'none' keeps results in memory only "
                             "(default: %(default)s)")
     serve.add_argument("--max-upload-mb", type=int, default=64, help="largest upload accepted")
-    serve.add_argument("--threshold", type=float, default=0.5, help="detection score below which a bone is missing")
+    serve.add_argument("--threshold", type=float, default=DETECTION_THRESHOLD,
+                       help="detection score below which a bone is missing (default %(default)s)")
     serve.add_argument("--review-detection-score", type=float,
-                       help="flag found boxes scoring below this for review (default 0.8)")
+                       help=f"flag found boxes scoring below this for review (default {REVIEW_DETECTION_SCORE})")
     serve.add_argument("--slots", type=int, default=1, help="radiographs run through the models at once")
     serve.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
                        help="torch, or onnx (after drustage export-onnx)")

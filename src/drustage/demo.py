@@ -17,39 +17,32 @@ import html
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from drustage.io_utils import atomic_write_text
+from drustage.models.config import DetectorConfig
+from drustage.training.config import ClassifierConfig, DetectorTrainConfig
+
+if TYPE_CHECKING:
+    from drustage.evaluation.detection import DetectionMetrics
 
 
 @dataclass(frozen=True)
 class DemoConfig:
+    """The demo's phantoms and models, as overrides of the library's configs."""
+
     phantoms: int
     image_scale: float
-    detector_iterations: int
-    detector_min_size: int
-    detector_max_size: int
-    detector_representation: int
-    detector_roi_pool: str
-    classifier_epochs: int
-    classifier_augment: int
-    radius_net: str
-    ulna_net: str
+    detector: DetectorTrainConfig  # on phantoms; boxed real films add their held-out shares and batch shares
+    classifier: ClassifierConfig  # both bones (the bone is set per run)
     predict_phantoms: int
     predict_real: int
-    seed: int = 0
-    classifier_scheme: str = "stage"  # stages, the phase read from them (see the README's figures)
-    classifier_epoch_samples: int | None = None  # labelled crops per epoch (None: the balanced pool)
-    classifier_conv: str = ""  # spec of the networks named "custom"
-    classifier_fc: str = ""
-    aged_weight: float = 1.0  # of the real films' weak loss (with real films at hand)
-    aged_batch: int = 16
-    aged_rank_weight: float = 0.0  # of the within-sex ranking loss on the real films' expected stage
     aged_films: int | None = None  # films with a bone age to box (None: all; an even spread of them)
-    detector_lr: float = 0.01  # the paper's SGD rate
     real_batch_share: float = 1 / 3  # of the detector's batches, when boxed real films are at hand
     real_test_fraction: float = 0.4  # of each box file given with --real-boxes
+    seed: int = 0  # of the phantoms
 
 
 # Fewer boxed real films than this cannot be split into training, validation and test usefully.
@@ -66,17 +59,26 @@ MIN_REAL_FILMS = 20
 # joined by 32 real films with a bone age, weighted 3, and a within-sex ranking loss on their
 # expected stage, weighted 5, when they are at hand (the best of the recipes bench/real_maturity.py
 # measured on the real validation films: ulna Spearman 0.83 -> 0.87, radius unchanged).
-DEMO = DemoConfig(phantoms=400, image_scale=0.6, detector_iterations=1200, detector_min_size=384,
-                  detector_max_size=512, detector_representation=1024, detector_roi_pool="roialign",
-                  detector_lr=0.02, classifier_epochs=16, classifier_epoch_samples=1500,
-                  classifier_augment=5, radius_net="custom", ulna_net="custom",
-                  classifier_conv="16c3-32c3-64c3-64c3-128c3", classifier_fc="512", aged_weight=3.0, aged_batch=32,
-                  aged_rank_weight=5.0, predict_phantoms=6, predict_real=8)
+DEMO = DemoConfig(
+    phantoms=400, image_scale=0.6,
+    detector=DetectorTrainConfig(model=DetectorConfig(min_size=384, max_size=512, representation_size=1024,
+                                                      roi_pool="roialign"),
+                                 iterations=1200, lr=0.02, validate_every=400),
+    # stages, the phase read from them (see the README's figures); the paper's phase3 has no
+    # pre-peak class, so a young child's ulna would be forced into peak or later (seen on the real
+    # radiographs): every scheme here covers all stages
+    classifier=ClassifierConfig(scheme="stage", net="custom", conv_spec="16c3-32c3-64c3-64c3-128c3", fc_spec="512",
+                                epochs=16, epoch_samples=1500, augment=5, val_fraction=0.15,
+                                aged_weight=3.0, aged_batch=32, aged_rank_weight=5.0),
+    predict_phantoms=6, predict_real=8)
 # --quick only shows every step working: its models are far too briefly trained to be right.
-QUICK = DemoConfig(phantoms=40, image_scale=0.4, detector_iterations=60, detector_min_size=224,
-                   detector_max_size=288, detector_representation=256, detector_roi_pool="roialign",
-                   classifier_epochs=3, aged_films=60,
-                   classifier_augment=2, radius_net="net1", ulna_net="net1", predict_phantoms=3, predict_real=2)
+QUICK = DemoConfig(
+    phantoms=40, image_scale=0.4,
+    detector=DetectorTrainConfig(model=DetectorConfig(min_size=224, max_size=288, representation_size=256,
+                                                      roi_pool="roialign"),
+                                 iterations=60, validate_every=20),
+    classifier=ClassifierConfig(scheme="stage", net="net1", epochs=3, augment=2, val_fraction=0.15),
+    predict_phantoms=3, predict_real=2, aged_films=60)
 
 
 def default_real_folder() -> Path | None:
@@ -112,7 +114,7 @@ def prepare_real(out: Path, real: Path, boxes: Path, log=print, name: str = "rea
     from drustage.data.importer import import_dataset
     from drustage.data.layout import read_dataset
     from drustage.io_utils import file_sha256
-    from drustage.training.detector import boxed_records
+    from drustage.data.detection import boxed_records
 
     settings = {"real": str(real.resolve()), "boxes_sha256": file_sha256(boxes)}
     if _step(out, name, settings, log):
@@ -125,15 +127,6 @@ def prepare_real(out: Path, real: Path, boxes: Path, log=print, name: str = "rea
             f"needed): the detector does not learn from {boxes.name}")
         return None
     return dataset
-
-
-def combined_detector_metrics(metrics: list[dict]) -> dict:
-    """Per-film figures (mean IoU, found at IoU >= 0.5, centred) over several evaluations, each
-    weighted by its film count; AP does not combine this way and is left out."""
-    total = sum(m["n"] for m in metrics)
-    keys = ("mean_iou", "detection_rate_iou50", "centre_hit_rate")
-    return {"n": total, **{bone: {key: sum(m[bone][key] * m["n"] for m in metrics) / total for key in keys}
-                           for bone in ("radius", "ulna")}}
 
 
 def _step(out: Path, name: str, settings: dict, log) -> bool:
@@ -160,17 +153,12 @@ def run_demo(out: str | Path, quick: bool = False, real: Path | None = None, wor
     from drustage.data.layout import read_dataset
     from drustage.inference.bundle import assemble_bundle, load_bundle
     from drustage.inference.checkpoints import load_checkpoint
-    from drustage.models.detector import DetectorConfig
     from drustage.pipeline import Predictor, predict_files
     from drustage.synth.writer import SynthConfig, generate_dataset
     from drustage.training.classifier import build_aged_crops, train_classifier
-    from drustage.training.detector import (
-        DetectorTrainConfig,
-        boxed_records,
-        evaluate_detector,
-        held_out_ids,
-        train_detector,
-    )
+    from drustage.data.detection import boxed_records
+    from drustage.evaluation.detection import evaluate_detector, held_out_ids
+    from drustage.training.detector import train_detector
 
     config = QUICK if quick else DEMO
     out = Path(out)
@@ -198,19 +186,14 @@ def run_demo(out: str | Path, quick: bool = False, real: Path | None = None, wor
             if (boxed_set := prepare_real(out, real, boxes, log, name)) is not None:
                 real_sets.append((name, boxed_set, share))
 
-    detector_config = DetectorTrainConfig(
-        model=DetectorConfig(min_size=config.detector_min_size, max_size=config.detector_max_size,
-                             representation_size=config.detector_representation,
-                             roi_pool=config.detector_roi_pool),
-        iterations=config.detector_iterations, lr=config.detector_lr,
-        validate_every=max(config.detector_iterations // 3, 1), seed=config.seed)
+    detector_config = config.detector
     detector_data = [dataset, *(boxed_set for _, boxed_set, _ in real_sets)]
     if real_sets:
         # the real share of the batches is split between the box files by their boxed films
         boxed = [len(boxed_records(boxed_set)) for _, boxed_set, _ in real_sets]
-        detector_config.test_fraction = [detector_config.test_fraction, *(share for _, _, share in real_sets)]
-        detector_config.dataset_weights = [1 - config.real_batch_share,
-                                           *(config.real_batch_share * n / sum(boxed) for n in boxed)]
+        detector_config = replace(
+            detector_config, test_fraction=[detector_config.test_fraction, *(share for _, _, share in real_sets)],
+            dataset_weights=[1 - config.real_batch_share, *(config.real_batch_share * n / sum(boxed) for n in boxed)])
     settings = {"phantoms": config.phantoms, "real_films": {name: len(s.records) for name, s, _ in real_sets} or None,
                 **_what_trains(detector_config.to_dict())}
     if _step(out, "detector", settings, log):
@@ -274,18 +257,8 @@ def run_demo(out: str | Path, quick: bool = False, real: Path | None = None, wor
     return report
 
 
-def demo_classifier_config(bone: str, config: DemoConfig = DEMO):
-    from drustage.training.classifier import ClassifierConfig
-
-    # the paper's phase3 has no pre-peak class, so a young child's ulna would be forced into peak
-    # or later (seen on the real radiographs): every scheme here covers all stages
-    return ClassifierConfig(bone=bone, scheme=config.classifier_scheme,
-                            net=config.radius_net if bone == "radius" else config.ulna_net,
-                            conv_spec=config.classifier_conv, fc_spec=config.classifier_fc, lr=1e-4,
-                            epochs=config.classifier_epochs, augment=config.classifier_augment,
-                            epoch_samples=config.classifier_epoch_samples, aged_weight=config.aged_weight,
-                            aged_batch=config.aged_batch, aged_rank_weight=config.aged_rank_weight, test_fraction=0.2,
-                            val_fraction=0.15, seed=config.seed)
+def demo_classifier_config(bone: str, config: DemoConfig = DEMO) -> ClassifierConfig:
+    return replace(config.classifier, bone=bone)
 
 
 def prepare_aged(out: Path, real: Path, log=print, limit: int | None = None):
@@ -323,7 +296,7 @@ def validate_aged_test(predictor, aged_dataset, splits: dict[str, str], out: Pat
     from drustage.data.aged_films import AgedFilm
     from drustage.growth import PatientInfo
     from drustage.pipeline import predict_files
-    from drustage.validation import readings_from_reports, write_validation
+    from drustage.evaluation.maturity import readings_from_reports, write_validation
 
     test = [r for r in aged_dataset.records if splits.get(r.image_id) == "test"]
     films = [AgedFilm(r.image_id, aged_dataset.path_of(r), r.sex, r.age_years) for r in test]
@@ -340,23 +313,25 @@ def _img(path: str, caption: str) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
-def _detector_table(metrics: dict) -> str:
+def _detector_table(metrics: DetectionMetrics) -> str:
     rows = []
     for bone in ("radius", "ulna"):
-        m = metrics[bone]
-        rows.append(f"<tr><td>{bone}</td><td>{m['ap_50']:.3f}</td><td>{m['ap_50_95']:.3f}</td>"
-                    f"<td>{m['mean_iou']:.3f}</td><td>{m['detection_rate_iou50']:.1%}</td>"
-                    f"<td>{m['centre_hit_rate']:.1%}</td></tr>")
+        m = metrics.bone(bone)
+        rows.append(f"<tr><td>{bone}</td><td>{m.ap_50:.3f}</td><td>{m.ap_50_95:.3f}</td>"
+                    f"<td>{m.mean_iou:.3f}</td><td>{m.detection_rate_iou50:.1%}</td>"
+                    f"<td>{m.centre_hit_rate:.1%}</td></tr>")
     return ("<table><tr><th>bone</th><th>AP@0.5</th><th>AP@[.5:.95]</th><th>mean IoU</th>"
             f"<th>found at IoU ≥ 0.5</th><th>centred in the true box</th></tr>{''.join(rows)}</table>")
 
 
-def write_report(out: Path, config: DemoConfig, detector_metrics: dict, real_metrics: dict[str, dict],
+def write_report(out: Path, config: DemoConfig, detector_metrics: DetectionMetrics,
+                 real_metrics: dict[str, DetectionMetrics],
                  phantom_reports: list[dict], real_reports: list[dict], real_failures: list[str], truth: dict,
                  seconds: float, timings: dict[str, float], quick: bool, validation: dict | None = None) -> Path:
     """``report.html``: metrics, confusion matrices, learning curves and example overlays."""
+    from drustage.evaluation.detection import combined_detection_metrics
     from drustage.stages import get_scheme
-    from drustage.validation import validation_html
+    from drustage.evaluation.maturity import validation_html
 
     classifier_rows = []
     for bone in ("radius", "ulna"):
@@ -402,16 +377,17 @@ def write_report(out: Path, config: DemoConfig, detector_metrics: dict, real_met
     if real_metrics:
         data_text = (f"{config.phantoms} synthetic radiographs; the detector also learned from real films boxed "
                      "by the project (annotations/real).")
-        every = combined_detector_metrics(list(real_metrics.values()))
+        every = combined_detection_metrics(list(real_metrics.values()))
         parts = "".join(
-            f"<h3>{html.escape(name)} (n={m['n']})</h3>{_detector_table(m)}"
+            f"<h3>{html.escape(name)} (n={m.n})</h3>{_detector_table(m)}"
             f"{_img(f'detector_eval_{name}/detections.png', f'{name}: predicted (colour) against drawn (green)')}"
             for name, m in real_metrics.items())
-        rows = "".join(f"<tr><td>{bone}</td><td>{every[bone]['mean_iou']:.3f}</td>"
-                       f"<td>{every[bone]['detection_rate_iou50']:.1%}</td><td>{every[bone]['centre_hit_rate']:.1%}</td></tr>"
+        rows = "".join(f"<tr><td>{bone}</td><td>{every.bone(bone).mean_iou:.3f}</td>"
+                       f"<td>{every.bone(bone).detection_rate_iou50:.1%}</td>"
+                       f"<td>{every.bone(bone).centre_hit_rate:.1%}</td></tr>"
                        for bone in ("radius", "ulna"))
         real_detector_section = (
-            f"<h2>Detector (held-out real films, n={every['n']}, boxes drawn or checked by eye)</h2>"
+            f"<h2>Detector (held-out real films, n={every.n}, boxes drawn or checked by eye)</h2>"
             "<table><tr><th>bone</th><th>mean IoU</th><th>found at IoU ≥ 0.5</th><th>centred in the true box</th></tr>"
             f"{rows}</table>{parts}")
         real_choice = ", none of them seen by the detector in training"
@@ -428,7 +404,7 @@ figure img {{ max-height: 460px; border: 1px solid #999; }}
 <h1>drustage demo{' (quick)' if quick else ''}</h1>
 <p class="note">{data_text} Decision support, not diagnosis.
 Total {seconds:.0f} s ({html.escape(timing_text)}).</p>
-<h2>Detector (held-out phantoms, n={detector_metrics['n']})</h2>
+<h2>Detector (held-out phantoms, n={detector_metrics.n})</h2>
 {_detector_table(detector_metrics)}
 {_img('detector_eval/detections.png', 'predicted boxes (colour) against true boxes (green)')}
 {real_detector_section}

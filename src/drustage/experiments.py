@@ -26,7 +26,7 @@ from pathlib import Path
 from drustage.io_utils import atomic_path, atomic_write_text
 from drustage.models.spec import PRESETS
 from drustage.stages import BONES
-from drustage.training.classifier import ClassifierConfig
+from drustage.training.config import ClassifierConfig
 
 BASE_NET = "net3"  # the paper's basic network: 32c7-64c5-64c3-32c3 + 4096-1024
 BEST_NET = {"radius": "net7", "ulna": "net8"}  # the paper's choices for the optimiser study
@@ -268,7 +268,7 @@ def _mean_curve(histories: list[list[dict]], key: str) -> tuple[list[float], lis
 
 def plot_figures(summary: dict, out: Path) -> dict[str, Path]:
     """Figures 9-12 on the phantom runs (means over seeds; error bars are one sd)."""
-    from drustage.evaluation import pyplot
+    from drustage.evaluation.classification import pyplot
 
     plt = pyplot()
     figures: dict[str, Path] = {}

@@ -14,8 +14,8 @@ import numpy as np
 
 from drustage.io_utils import printable
 
-__all__ = ["Radiograph", "RadiographError", "RadiographMeta", "dicom_patient_sex_age", "image_size", "is_dicom",
-           "load_radiograph"]
+__all__ = ["Radiograph", "RadiographError", "RadiographMeta", "dicom_patient_sex_age", "downscale", "image_size",
+           "is_dicom", "load_radiograph"]
 
 # Largest image accepted, in pixels: real hand radiographs are under 20 Mpx; this stops
 # decompression bombs long before memory runs out.
@@ -138,6 +138,19 @@ def window_percentiles(values: np.ndarray, low: float = 0.5, high: float = 99.5)
     if hi <= lo:
         return np.zeros(values.shape, np.float32)
     return np.clip((values.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)
+
+
+def downscale(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """Antialiased uint8 copy with the longer side at most ``max_side``, contrast stretched
+    between the 0.5th and 99.5th percentiles; training and inference both go through here so
+    the detector sees the same resampling and contrast whatever the exposure of the film."""
+    from PIL import Image
+
+    scale = min(1.0, max_side / max(image.shape))
+    pil = Image.fromarray((window_percentiles(image) * 255 + 0.5).astype(np.uint8))
+    if scale < 1.0:
+        pil = pil.resize((round(pil.width * scale), round(pil.height * scale)), Image.Resampling.BILINEAR)
+    return np.asarray(pil), scale
 
 
 def is_dicom_without_preamble(head: bytes) -> bool:

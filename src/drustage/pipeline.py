@@ -28,10 +28,11 @@ from drustage.inference.detector import Detector
 from drustage.inference.device import DEFAULT_DEVICE, resolve_device
 from drustage.io_utils import file_sha256, printable
 from drustage.stages import BONES, PHASES, ClassScheme, Stage, bracing_guidance
+from drustage.thresholds import DETECTION_THRESHOLD, MIN_CONFIDENCE, REVIEW_DETECTION_SCORE
 
-__all__ = ["BoneResult", "OutputOptions", "Predictor", "REVIEW_DETECTION_SCORE", "RUNTIMES", "StageReport",
-           "expand_inputs", "hand_side", "infer_laterality", "predict_file", "predict_files", "read_manifest",
-           "unique_stems", "write_summary"]
+__all__ = ["RUNTIMES", "BoneResult", "OutputOptions", "Predictor",
+           "StageReport", "expand_inputs", "hand_side", "infer_laterality", "predict_file", "predict_files",
+           "read_manifest", "unique_stems", "write_summary"]
 
 REPORT_VERSION = 1
 
@@ -69,6 +70,14 @@ class StageReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> StageReport:
+        """The report a ``to_dict`` (or its JSON) holds."""
+        return cls(**{**data, **{bone: BoneResult(**data[bone]) for bone in BONES}})
+
+    def bone(self, name: str) -> BoneResult:
+        return self.radius if name == "radius" else self.ulna
 
 
 def infer_laterality(boxes: dict[str, list[float] | None]) -> str | None:
@@ -115,10 +124,6 @@ def hand_side(image: np.ndarray, boxes: dict[str, list[float]]) -> tuple[str | N
 
 
 RUNTIMES = ("torch", "onnx")
-# Found boxes scoring below this are flagged: on detector7's real films the boxes on the wrong
-# structure scored 0.51-0.80 while right ones scored 0.97-1.0 (median 0.997); 0.8 flagged none
-# of 60 right held-out real films and 1 of 400 fresh phantoms (see issue 4's closing note).
-REVIEW_DETECTION_SCORE = 0.8
 
 
 class Predictor:
@@ -128,8 +133,8 @@ class Predictor:
     ``drustage export-onnx`` with ONNX Runtime. Both share every step around the networks.
     """
 
-    def __init__(self, bundle: Bundle, detection_threshold: float = 0.5, min_confidence: float = 0.6,
-                 runtime: str = "torch", threads: int | None = None,
+    def __init__(self, bundle: Bundle, detection_threshold: float = DETECTION_THRESHOLD,
+                 min_confidence: float = MIN_CONFIDENCE, runtime: str = "torch", threads: int | None = None,
                  review_detection_score: float | None = None, device: str = DEFAULT_DEVICE):
         from drustage.stages import scheme_from_dict
 
@@ -370,7 +375,7 @@ def predict_file(predictor: Predictor, path: Path, stem: str, out: Path, options
     if options.gradcam:
         heatmaps = {bone: grad_cam(predictor.torch_classifier(bone), crop) for bone, crop in crops.items()}
     files = {"json": f"{stem}.json", "overlay": f"{stem}.overlay.png"}
-    overlay = render_overlay(radiograph.image, report, crops, heatmaps)
+    overlay = render_overlay(radiograph.image, result, crops, heatmaps)
     dicom = header = None
     if (options.dicom_out is not None or options.fhir_out is not None) and radiograph.meta.format == "dicom":
         from drustage.outputs.dicom import read_source_header

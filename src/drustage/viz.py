@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,9 @@ from drustage.data.layout import Dataset
 from drustage.imaging import RadiographError, load_radiograph, to_uint8
 from drustage.io_utils import save_png
 from drustage.stages import BONES, all_stages
+
+if TYPE_CHECKING:
+    from drustage.pipeline import StageReport
 
 BOX_COLOURS = {"radius": (230, 60, 60), "ulna": (60, 140, 230)}
 
@@ -157,7 +162,7 @@ def heatmap_rgb(crop: np.ndarray, heat: np.ndarray | None) -> np.ndarray:
     return rgb.clip(0, 255).astype(np.uint8)
 
 
-def render_overlay(image: np.ndarray, report: dict, crops: dict[str, np.ndarray],
+def render_overlay(image: np.ndarray, report: StageReport, crops: dict[str, np.ndarray],
                    heatmaps: dict[str, np.ndarray] | None = None, height: int = 900):
     """The result picture: radiograph with boxes and labels, the two crops enlarged at the side,
     stage/phase/confidence, bracing guidance and any review flags. Returns a PIL RGB image."""
@@ -170,13 +175,13 @@ def render_overlay(image: np.ndarray, report: dict, crops: dict[str, np.ndarray]
     draw = ImageDraw.Draw(view)
     font = _font(18)
     for bone in BONES:
-        result = report[bone]
-        if result["box"] is None:
+        result = report.bone(bone)
+        if result.box is None:
             continue
-        box = [v * scale for v in result["box"]]
+        box = [v * scale for v in result.box]
         colour = BOX_COLOURS[bone]
         draw.rectangle(box, outline=colour, width=3)
-        label = f"{bone} {result['prediction']} ({result['confidence']:.0%})"
+        label = f"{bone} {result.prediction} ({result.confidence:.0%})"
         bbox = draw.textbbox((box[0], box[1] - 24), label, font=font)
         draw.rectangle(bbox, fill=(0, 0, 0))
         draw.text((box[0], box[1] - 24), label, fill=colour, font=font)
@@ -188,19 +193,18 @@ def render_overlay(image: np.ndarray, report: dict, crops: dict[str, np.ndarray]
     pdraw.text((12, y + 24), "decision support, not diagnosis", fill=(170, 170, 170), font=_font(13))
     y += 44
     for bone in BONES:
-        result = report[bone]
+        result = report.bone(bone)
         colour = BOX_COLOURS[bone]
         if bone in crops:
             tile = Image.fromarray(heatmap_rgb(crops[bone], (heatmaps or {}).get(bone))).resize((192, 256))
             panel.paste(tile, (12, y))
-            source = ("box given" if result["detection_score"] is None
-                      else f"detector: {result['detection_score']:.2f}")
-            phase_confidence = result.get("phase_confidence") or result["confidence"]
-            lines = [bone.upper(), f"{result['prediction']} ({result['confidence']:.0%})",
-                     f"phase: {result['phase']} ({phase_confidence:.0%})", source]
+            source = "box given" if result.detection_score is None else f"detector: {result.detection_score:.2f}"
+            phase_confidence = result.phase_confidence or result.confidence
+            lines = [bone.upper(), f"{result.prediction} ({result.confidence:.0%})",
+                     f"phase: {result.phase} ({phase_confidence:.0%})", source]
             for k, line in enumerate(lines):
                 pdraw.text((216, y + 4 + 26 * k), line, fill=colour if k == 0 else (230, 230, 230), font=_font(18))
-            top = sorted(result["probabilities"].items(), key=lambda kv: -kv[1])[:4]
+            top = sorted(result.probabilities.items(), key=lambda kv: -kv[1])[:4]
             for k, (name, p) in enumerate(top):
                 yy = y + 142 + 22 * k
                 pdraw.rectangle((216, yy + 4, 216 + int(90 * p), yy + 16), fill=colour)
@@ -208,7 +212,7 @@ def render_overlay(image: np.ndarray, report: dict, crops: dict[str, np.ndarray]
         else:
             pdraw.text((12, y), f"{bone.upper()}: NOT FOUND", fill=(255, 190, 0), font=_font(20))
         y += 270
-    guidance = report.get("guidance")
+    guidance = report.guidance
     if guidance:
         pdraw.text((12, y), f"Guidance: {guidance['action']}", fill=(255, 255, 255), font=_font(18))
         y += 26
@@ -218,11 +222,11 @@ def render_overlay(image: np.ndarray, report: dict, crops: dict[str, np.ndarray]
         for line in _wrap(guidance["disclaimer"], 50)[:3]:
             pdraw.text((12, y), line, fill=(150, 150, 150), font=_font(12))
             y += 15
-    if report.get("needs_review"):
+    if report.needs_review:
         y += 6
         pdraw.text((12, y), "REVIEW NEEDED", fill=(255, 190, 0), font=_font(18))
         y += 24
-        for reason in report["review_reasons"]:
+        for reason in report.review_reasons:
             for line in _wrap(reason, 50):
                 pdraw.text((12, y), line, fill=(255, 210, 120), font=_font(13))
                 y += 16

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from drustage.models.detector import (BACKBONES, DetectorConfig, ZFNetFeatures, best_boxes, build_detector,
-                                     plausible_pair)
+from drustage.models.config import BACKBONES, DetectorConfig
+from drustage.models.detector import ZFNetFeatures, best_boxes, build_detector, plausible_pair
 
 
 @pytest.mark.parametrize("batch_norm", [True, False])

@@ -273,7 +273,8 @@ def test_malformed_box_and_weights_files_give_one_line(tmp_path):
 
     from drustage.data.annotations import read_boxes
     from drustage.data.layout import DatasetError
-    from drustage.models.detector import DetectorConfig, build_detector
+    from drustage.models.config import DetectorConfig
+    from drustage.models.detector import build_detector
 
     coco = {"categories": [{"id": 1, "name": "radius"}], "images": [{"id": 1, "file_name": "a.png"}]}
     for name, annotation in {"bbox a string": {"bbox": "abcd"}, "bbox with a string": {"bbox": [1, 2, "3", 4]},

@@ -4,7 +4,7 @@ import torch
 
 from drustage.cli import main
 from drustage.data.layout import read_dataset
-from drustage.evaluation import expected_calibration_error, reliability_table
+from drustage.evaluation.classification import expected_calibration_error, reliability_table
 from drustage.inference.checkpoints import load_checkpoint
 from drustage.inference.classifier import expected_class, load_classifier
 from drustage.stages import get_scheme

@@ -9,11 +9,12 @@ import torch
 from drustage.cli import main
 from drustage.data.crops import crop_region, extract_context_crops, needs_mirror
 from drustage.data.layout import read_dataset
-from drustage.evaluation import classification_metrics
+from drustage.evaluation.classification import classification_metrics
 from drustage.imaging import load_radiograph
 from drustage.inference.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from drustage.inference.classifier import load_classifier, window_batch
-from drustage.training.classifier import ClassifierConfig, balanced_indices, train_classifier
+from drustage.training.config import ClassifierConfig
+from drustage.training.classifier import balanced_indices, train_classifier
 
 TINY = dict(net="custom", conv_spec="4c3-8c3-8c3", fc_spec="16", epochs=2, augment=2, test_fraction=0.25,
             val_fraction=0.0, batch_size=8, scheme="phase4")

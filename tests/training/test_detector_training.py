@@ -8,18 +8,12 @@ import torch
 
 from drustage.cli import main
 from drustage.data.layout import read_dataset, write_labels
-from drustage.models.detector import DetectorConfig, build_detector
-from drustage.training.detector import (
-    DetectionSet,
-    DetectorTrainConfig,
-    _set_phase,
-    _training_loader,
-    box_iou,
-    held_out_ids,
-    schedule_phases,
-    split_records,
-    train_detector,
-)
+from drustage.models.config import DetectorConfig
+from drustage.models.detector import build_detector
+from drustage.data.detection import BoxAugmentation, DetectionSet, box_iou
+from drustage.evaluation.detection import DetectionMetrics, held_out_ids
+from drustage.training.config import DetectorTrainConfig
+from drustage.training.detector import _set_phase, _training_loader, schedule_phases, train_detector
 
 # a narrow box head keeps each checkpoint at a few MB (the default FC-4096 head writes 290 MB)
 TINY = DetectorConfig(min_size=160, max_size=200, representation_size=64)
@@ -44,8 +38,8 @@ def test_phases_freeze_the_right_parts():
 
 def test_augmentation_moves_boxes_with_the_image(quick_dataset):
     dataset = read_dataset(quick_dataset)
-    plain = DetectionSet(dataset, list(dataset.records[:3]), 200, augment=False)
-    moved = DetectionSet(dataset, list(dataset.records[:3]), 200, augment=True)
+    plain = DetectionSet(dataset, list(dataset.records[:3]), 200)
+    moved = DetectionSet(dataset, list(dataset.records[:3]), 200, BoxAugmentation())
     torch.manual_seed(1)
     for index in range(3):
         image, target = plain[index]
@@ -68,15 +62,17 @@ def test_augmentation_strength_is_set_per_dataset(quick_dataset):
     def radius_area(target):
         return float((target["boxes"][0, 2:] - target["boxes"][0, :2]).prod())
 
-    plain_area = radius_area(DetectionSet(dataset, records, 200, augment=False)[0][1])
+    plain_area = radius_area(DetectionSet(dataset, records, 200)[0][1])
 
-    def area_ratios(**strength):
-        data = DetectionSet(dataset, records, 200, augment=True, **strength)
+    def area_ratios(augmentation):
+        data = DetectionSet(dataset, records, 200, augmentation)
         torch.manual_seed(0)
         return [radius_area(data[0][1]) / plain_area for _ in range(40)]
 
-    assert min(area_ratios()) > 0.6  # default zoom 0.85-1.15
-    assert min(area_ratios(rotation=0, min_scale=0.3)) < 0.3  # a film shrunk inside its frame
+    config = DetectorTrainConfig(rotation=[10, 0], min_scale=[0.85, 0.3])
+    assert min(area_ratios(config.augmentation(0))) > 0.6  # default zoom 0.85-1.15
+    assert min(area_ratios(config.augmentation(1))) < 0.3  # a film shrunk inside its frame
+    assert replace(config, augment=False).augmentation(1) is None
     for bad, match in (({"rotation": 100}, "rotation must be between"), ({"min_scale": [0.85, 0.1]}, "min scale")):
         with pytest.raises(ValueError, match=match):
             DetectorTrainConfig(**bad).validate()
@@ -88,14 +84,15 @@ def test_augmentation_strength_is_set_per_dataset(quick_dataset):
 def tiny_detector(quick_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("det")
     config = DetectorTrainConfig(model=TINY, iterations=3, validate_every=3, batch_size=2, warmup=1)
-    metrics = train_detector(read_dataset(quick_dataset), config, out, progress=False)
-    return out / "detector.pt", metrics
+    result = train_detector(read_dataset(quick_dataset), config, out, progress=False)
+    return out / "detector.pt", result
 
 
 def test_train_evaluate_and_crop(quick_dataset, tiny_detector, tmp_path, capsys):
-    checkpoint, metrics = tiny_detector
-    assert {"radius", "ulna", "map_50"} <= set(metrics)
+    checkpoint, result = tiny_detector
     payload = torch.load(checkpoint, weights_only=True)
+    assert result.test.n == 1 and list(result.by_dataset) == [quick_dataset.name]  # 10% of 12 held out
+    assert DetectionMetrics.from_dict(payload["metrics"]) == result.test  # stored as plain data, read back typed
     assert payload["config"]["model"]["backbone"] == "zfnet" and payload["format"] == "drustage-detector"
     assert main(["evaluate-detector", str(checkpoint), str(quick_dataset), "--out",
                  str(tmp_path / "eval"), "--all", "--threshold", "0"]) == 0
@@ -143,8 +140,11 @@ def test_crop_from_labels_trains_a_classifier(quick_dataset, tmp_path):
 
 
 def test_detector_bad_inputs(quick_dataset, tmp_path, capsys):
-    assert main(["train-detector", str(quick_dataset), "--out", str(tmp_path / "x"), "--backbone", "vgg"]) == 1
-    assert "unknown backbone" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:  # refused by the option's choices, as a usage error
+        main(["train-detector", str(quick_dataset), "--out", str(tmp_path / "x"), "--backbone", "vgg"])
+    assert exited.value.code == 2 and "invalid choice: 'vgg'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown backbone"):
+        DetectorConfig(backbone="vgg").validate()
     classifier_like = tmp_path / "c.pt"
     classifier_like.write_bytes(b"junk")
     assert main(["evaluate-detector", str(classifier_like), str(quick_dataset), "--out", str(tmp_path / "e")]) == 1
@@ -163,7 +163,7 @@ def test_real_detection_sheet(real_data, quick_dataset, tiny_detector, tmp_path,
 
 
 def test_detector_input_is_contrast_stretched_and_downscaled():
-    from drustage.inference.detector import downscale
+    from drustage.imaging import downscale
 
     dark = np.linspace(0.0, 0.25, 1000 * 800, dtype=np.float32).reshape(1000, 800)  # an under-exposed film
     pixels, scale = downscale(dark, 500)
@@ -174,8 +174,8 @@ def test_detector_input_is_contrast_stretched_and_downscaled():
 def test_each_dataset_is_split_with_its_own_fraction(quick_dataset):
     dataset = read_dataset(quick_dataset)
     config = DetectorTrainConfig(test_fraction=[0.25, 0.5], val_fraction=0.1)
-    assert len(split_records(dataset, config, 0)[2]) == 3
-    assert len(split_records(dataset, config, 1)[2]) == 6
+    assert len(config.split(dataset, 0)[2]) == 3
+    assert len(config.split(dataset, 1)[2]) == 6
     config.check_dataset_count(2)
     with pytest.raises(ValueError, match="2 values of test_fraction for 3 datasets"):
         config.check_dataset_count(3)
@@ -245,8 +245,9 @@ def test_boxes_map_back_inside_the_original_image():
 
 
 def test_centre_hit_counts_a_loosely_framed_box_on_the_right_bone():
-    from drustage.models.detector import LABELS, Detection
-    from drustage.training.detector import DetectorRun, detector_metrics
+    from drustage.data.detection import LABELS
+    from drustage.models.detector import Detection
+    from drustage.evaluation.detection import DetectorRun, detector_metrics
 
     true = {"radius": (100.0, 100.0, 200.0, 200.0), "ulna": (220.0, 110.0, 280.0, 190.0)}
     kept = [  # image 1: a loose box around the radius (IoU 0.44), the ulna's box beside the bone
@@ -264,6 +265,6 @@ def test_centre_hit_counts_a_loosely_framed_box_on_the_right_bone():
     run = DetectorRun(predictions, truths, kept, [true, true])
     metrics = detector_metrics(run)
     assert run.iou(0, "radius") == pytest.approx(0.444, abs=1e-3) and run.centre_inside(0, "radius")
-    assert metrics["radius"]["detection_rate_iou50"] == 0.5 and metrics["radius"]["centre_hit_rate"] == 1.0
+    assert metrics.radius.detection_rate_iou50 == 0.5 and metrics.radius.centre_hit_rate == 1.0
     assert not run.centre_inside(0, "ulna") and not run.centre_inside(1, "ulna")
-    assert metrics["ulna"]["centre_hit_rate"] == 0.0
+    assert metrics.ulna.centre_hit_rate == 0.0

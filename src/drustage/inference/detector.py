@@ -15,29 +15,17 @@ from typing import Callable
 import numpy as np
 import torch
 
+from drustage.imaging import downscale
 from drustage.inference.checkpoints import load_checkpoint, mismatch_error
 from drustage.inference.device import DEFAULT_DEVICE, mixed_precision, resolve_device
-from drustage.models.detector import Detection, DetectorConfig, best_boxes, build_detector
+from drustage.models.config import DetectorConfig
+from drustage.models.detector import Detection, best_boxes, build_detector
+from drustage.thresholds import DETECTION_THRESHOLD
 
 __all__ = ["Detector", "DetectorBackend", "TorchDetectorBackend", "detections_on_cpu", "detector_input_side",
-           "downscale", "load_detector"]
+           "load_detector"]
 
 DetectorBackend = Callable[[np.ndarray], dict[str, torch.Tensor]]
-
-
-def downscale(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
-    """Antialiased uint8 copy with the longer side at most ``max_side``, contrast stretched
-    between the 0.5th and 99.5th percentiles; training and inference both go through here so
-    the detector sees the same resampling and contrast whatever the exposure of the film."""
-    from PIL import Image
-
-    from drustage.imaging import window_percentiles
-
-    scale = min(1.0, max_side / max(image.shape))
-    pil = Image.fromarray((window_percentiles(image) * 255 + 0.5).astype(np.uint8))
-    if scale < 1.0:
-        pil = pil.resize((round(pil.width * scale), round(pil.height * scale)), Image.Resampling.BILINEAR)
-    return np.asarray(pil), scale
 
 
 def load_detector(path: str | Path) -> tuple[torch.nn.Module, dict]:
@@ -82,13 +70,13 @@ class TorchDetectorBackend:
 class Detector:
     """A detector backend applied to whole radiographs of any size; boxes in original pixels."""
 
-    def __init__(self, backend: DetectorBackend, max_side: int, threshold: float = 0.5):
+    def __init__(self, backend: DetectorBackend, max_side: int, threshold: float = DETECTION_THRESHOLD):
         self.backend = backend
         self.max_side = max_side
         self.threshold = threshold
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str | Path, threshold: float = 0.5,
+    def from_checkpoint(cls, checkpoint: str | Path, threshold: float = DETECTION_THRESHOLD,
                         device: str | torch.device = DEFAULT_DEVICE) -> Detector:
         model, payload = load_detector(checkpoint)
         return cls(TorchDetectorBackend(model, device), detector_input_side(payload), threshold)

@@ -22,6 +22,7 @@ from drustage.inference.classifier import load_classifier
 from drustage.inference.detector import Detector, detector_input_side, load_detector
 from drustage.io_utils import atomic_path, atomic_write_text, file_sha256, read_json
 from drustage.stages import BONES
+from drustage.thresholds import DETECTION_THRESHOLD
 
 __all__ = ["OnnxClassifier", "OnnxDetectorBackend", "default_onnx_dir", "export_onnx", "load_onnx_models"]
 
@@ -105,7 +106,7 @@ class OnnxClassifier:
         return exp / exp.sum(1, keepdims=True)
 
 
-def load_onnx_models(bundle: Bundle, threshold: float = 0.5, folder: str | Path | None = None,
+def load_onnx_models(bundle: Bundle, threshold: float = DETECTION_THRESHOLD, folder: str | Path | None = None,
                      threads: int | None = None) -> tuple[Detector, dict[str, OnnxClassifier]]:
     """The exported networks of ``bundle``; raises ``BundleError`` when missing or stale."""
     folder = Path(folder) if folder is not None else default_onnx_dir(bundle)

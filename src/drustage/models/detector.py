@@ -15,19 +15,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from drustage.data.detection import LABELS
 from drustage.io_utils import load_weights_only
+from drustage.models.config import DetectorConfig
+from drustage.thresholds import DETECTION_THRESHOLD, PARTNER_THRESHOLD
 from drustage.stages import BONES
 
-LABELS = {bone: i + 1 for i, bone in enumerate(BONES)}  # 1 radius, 2 ulna
 # A radius/ulna pair shares at most this fraction of the smaller box, and their centres lie
 # within this many box widths; true pairs reach 0.49 and 1.03 (phantom and real boxes, measured).
 PAIR_MAX_SHARED = 0.6
 PAIR_MAX_GAP = 1.5
-# Beside a bone found above the detection threshold, its partner is kept from this score up when
-# the two fit together: on the demo detector's 65 held-out real films the ulna went from 87.7%
-# to 90.8% centred on the right bone, the radius unchanged (runs of recipes/propose_boxes.py).
-PARTNER_THRESHOLD = 0.01
-BACKBONES = ("zfnet", "mobilenet_v3", "resnet18_fpn")
 
 
 class ZFNetFeatures(nn.Module):
@@ -80,32 +77,6 @@ def _roi_pool_class():
 
     return SingleLevelRoIPool
 
-
-
-@dataclass(frozen=True)
-class DetectorConfig:
-    backbone: str = "zfnet"
-    min_size: int = 384  # shorter side after resizing, pixels
-    max_size: int = 512
-    # Two objects per radiograph: few proposals suffice, and each costs two FC-4096 layers.
-    rpn_pre_nms_top_n_train: int = 1000
-    rpn_post_nms_top_n_train: int = 300
-    rpn_pre_nms_top_n_test: int = 300
-    rpn_post_nms_top_n_test: int = 20  # 50 gave the same boxes, 17% slower (bench/detector_settings.py)
-    box_batch_size_per_image: int = 64
-    box_detections_per_img: int = 20
-    box_score_thresh: float = PARTNER_THRESHOLD  # keep the low-scoring partners best_boxes may pair
-    representation_size: int = 4096  # the paper's two FC-4096 layers; smaller trains faster
-    batch_norm: bool = True  # ZFNet only: see ZFNetFeatures
-    roi_pool: str = "roipool"  # ZFNet only: the paper's RoI max pooling, or "roialign" (no box quantisation)
-
-    def validate(self) -> None:
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {self.backbone!r}; expected one of {', '.join(BACKBONES)}")
-        if self.roi_pool not in ("roipool", "roialign"):
-            raise ValueError(f"roi_pool must be roipool or roialign, got {self.roi_pool!r}")
-        if not 64 <= self.min_size <= self.max_size:
-            raise ValueError(f"need 64 <= min_size <= max_size, got {self.min_size}, {self.max_size}")
 
 
 def build_detector(config: DetectorConfig, weights: str | Path | None = None):
@@ -203,7 +174,7 @@ def plausible_pair(radius: tuple[float, ...], ulna: tuple[float, ...]) -> bool:
     return centre_gap < PAIR_MAX_GAP * max(radius[2] - radius[0], ulna[2] - ulna[0])
 
 
-def best_boxes(output: dict[str, torch.Tensor], image_size: tuple[int, int], threshold: float = 0.5,
+def best_boxes(output: dict[str, torch.Tensor], image_size: tuple[int, int], threshold: float = DETECTION_THRESHOLD,
                partner_threshold: float = PARTNER_THRESHOLD) -> dict[str, Detection]:
     """One box per bone from a torchvision detection output: the best-scoring radius/ulna pair
     that ``plausible_pair`` accepts, one of them at ``threshold`` or above and the other at

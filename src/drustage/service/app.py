@@ -44,6 +44,7 @@ from drustage.inference.device import DEFAULT_DEVICE
 from drustage.service.guard import LOOPBACK_NAMES, Guard, GuardConfig
 from drustage.service.store import AuditLog, ResultStore, StoredResult
 from drustage.stages import BONES
+from drustage.thresholds import DETECTION_THRESHOLD
 
 RESULT_ID = r"^[0-9a-f]{32}$"
 DISPLAY_MAX_SIDE = 1200
@@ -57,7 +58,7 @@ class ServiceConfig:
     model: Path
     label_dir: Path | None = None
     max_upload_bytes: int = 64 << 20
-    detection_threshold: float = 0.5
+    detection_threshold: float = DETECTION_THRESHOLD
     review_detection_score: float | None = None  # None: the predictor's default
     max_results: int = 64  # predictions kept for the page, the overlay and crop endpoints (the retention limit)
     state_dir: Path | None = None  # results.sqlite and audit.jsonl; None: results in memory, no audit log
@@ -297,12 +298,14 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
     @app.get("/v1/predictions/{result_id}/overlay.png", response_class=Response)
     def get_overlay(result_id: str = PathParam(pattern=RESULT_ID), gradcam: bool = Query(False)):
+        from drustage.pipeline import StageReport
         from drustage.viz import render_overlay
 
         stored = engine.result(result_id)
         heatmaps = engine.heatmaps(stored) if gradcam else None
         picture = render_overlay(stored.display.astype(np.float32) / 255.0,
-                                 scaled_report(stored.report, stored.display_scale), stored.crops, heatmaps)
+                                 StageReport.from_dict(scaled_report(stored.report, stored.display_scale)),
+                                 stored.crops, heatmaps)
         return Response(png_bytes(picture), media_type="image/png")
 
     @app.get("/v1/predictions/{result_id}/{kind}.dcm", response_class=Response)
@@ -312,6 +315,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
 
         from drustage import __version__
         from drustage.outputs.dicom import output_bytes, secondary_capture, structured_report
+        from drustage.pipeline import StageReport
         from drustage.viz import render_overlay
 
         stored = engine.result(result_id)
@@ -323,7 +327,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 dataset = structured_report(source, stored.report, __version__)
             else:
                 picture = render_overlay(stored.display.astype(np.float32) / 255.0,
-                                         scaled_report(stored.report, stored.display_scale), stored.crops)
+                                         StageReport.from_dict(scaled_report(stored.report, stored.display_scale)),
+                                         stored.crops)
                 dataset = secondary_capture(source, np.asarray(picture), stored.report, __version__)
         except ValueError as error:
             raise HTTPException(422, str(error)) from None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from torch.nn import functional as F
 from drustage.data.crops import CROP_SIZE, extract_context_crops
 from drustage.data.layout import Dataset
 from drustage.data.splits import stratified_split
-from drustage.evaluation import (
+from drustage.evaluation.classification import (
     classification_metrics,
     expected_calibration_error,
     plot_confusion,
@@ -37,81 +37,14 @@ from drustage.evaluation import (
 from drustage.growth import stage_distribution
 from drustage.inference.checkpoints import save_checkpoint
 from drustage.inference.classifier import expected_class, load_classifier, predict_logits, window_batch
-from drustage.inference.device import DEFAULT_DEVICE, grad_scaler, mixed_precision, resolve_device
+from drustage.inference.device import grad_scaler, mixed_precision, resolve_device
 from drustage.io_utils import atomic_write_text
 from drustage.models.classifier import StageClassifier
-from drustage.models.spec import parse_net_spec, preset_spec
-from drustage.stages import Bone, ClassScheme, get_scheme, parse_stage
+from drustage.stages import ClassScheme, get_scheme, parse_stage
+from drustage.training.config import ClassifierConfig
 from drustage.training.distributed import SINGLE, DistributedContext
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ClassifierConfig:
-    bone: Bone = "radius"
-    scheme: str = "phase4"
-    net: str = "net7"  # a preset name, or "custom" with conv_spec/fc_spec
-    conv_spec: str = ""
-    fc_spec: str = ""
-    dropout: float = 0.5
-    standardize: bool = True  # per-crop zero mean / unit variance at the input (see InstanceStandardize)
-    optimizer: str = "adam"  # "adam" or "sgd"
-    lr: float = 1e-4
-    batch_size: int = 16
-    epochs: int = 20
-    seed: int = 0
-    balance: bool = True  # oversample minority classes to the majority count
-    augment: int = 5  # epoch-size factor; 1 means no augmentation
-    # Fixed samples per epoch, drawn from the (balanced, augmented) pool; lets experiments compare
-    # conditions at equal compute. None: the whole pool once per epoch.
-    epoch_samples: int | None = None
-    max_shift: float = 0.06  # translation, fraction of the crop
-    scale_range: tuple[float, float] = (0.9, 1.1)
-    test_per_class: int | None = None  # the paper: 25 radius, 50 ulna
-    test_fraction: float = 0.2  # used when test_per_class is None
-    val_fraction: float = 0.1
-    min_stage: str | None = None  # e.g. "R5": the paper's radius set has no R1-R4
-    aged_weight: float = 1.0  # weight of the aged films' soft loss against the labelled crops'
-    aged_batch: int = 16  # aged crops drawn beside each labelled batch
-    aged_spread: float = 0.8  # width (stages, one sd) of an aged film's target stage distribution
-    # weight of a within-sex pairwise ranking loss on the aged films' expected class: a film older
-    # by more than aged_rank_margin years should read more mature (RankNet's logistic loss)
-    aged_rank_weight: float = 0.0
-    aged_rank_margin: float = 1.0
-    calibrate: bool = True  # fit a temperature on the validation crops after model selection
-    per_class_cap: dict[str, int] | None = None  # subsample classes, e.g. the paper's set sizes
-    threads: int | None = None
-    device: str = DEFAULT_DEVICE  # auto, cpu, cuda or cuda:N; mixed precision on CUDA
-
-    def resolved_spec(self):
-        if self.net == "custom":
-            return parse_net_spec(self.conv_spec, self.fc_spec)
-        return preset_spec(self.net)
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        spec = self.resolved_spec()
-        data["conv_spec"], data["fc_spec"] = spec.conv_spec, spec.fc_spec
-        data["scale_range"] = list(self.scale_range)
-        return data
-
-    def validate(self) -> None:
-        get_scheme(self.scheme, self.bone)
-        self.resolved_spec()
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be adam or sgd, got {self.optimizer!r}")
-        for name in ("lr", "batch_size", "epochs", "augment"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.aged_weight < 0 or self.aged_batch <= 0 or self.aged_spread <= 0:
-            raise ValueError("aged_weight must be >= 0, aged_batch and aged_spread positive")
-        if self.aged_rank_weight < 0 or self.aged_rank_margin < 0:
-            raise ValueError("aged_rank_weight and aged_rank_margin must be >= 0")
-        if self.epoch_samples is not None and self.epoch_samples <= 0:
-            raise ValueError(f"epoch_samples must be positive, got {self.epoch_samples}")
-        if self.min_stage is not None:
-            parse_stage(self.min_stage, self.bone)
 
 
 @dataclass

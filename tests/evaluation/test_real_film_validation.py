@@ -4,7 +4,7 @@ import json
 import pytest
 
 from drustage.cli import main
-from drustage.validation import readings_from_reports, write_validation, worst_readings
+from drustage.evaluation.maturity import readings_from_reports, write_validation, worst_readings
 
 
 def test_readings_pair_reports_with_the_sheet_and_report_the_rest(aged_case):

@@ -98,7 +98,7 @@ def bone_sex_metrics(readings: list[Reading]) -> dict:
     """Figures for one bone and one sex."""
     from scipy.stats import spearmanr
 
-    from drustage.evaluation import expected_calibration_error, reliability_table
+    from drustage.evaluation.classification import expected_calibration_error, reliability_table
 
     ages = np.array([r.age_years for r in readings])
     scores = np.array([r.expected_class for r in readings])
@@ -149,7 +149,7 @@ def validation_metrics(readings: list[Reading]) -> dict:
 
 def plot_age_by_stage(readings: list[Reading], path: Path) -> Path:
     """Ages per predicted class (points and box) beside the growth table's mean age (diamonds)."""
-    from drustage.evaluation import pyplot, save_figure
+    from drustage.evaluation.classification import pyplot, save_figure
 
     plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(12, 8), dpi=100, squeeze=False)
@@ -204,7 +204,7 @@ def readings_sheet(readings: list[Reading], path: Path) -> Path:
 
 def write_validation(readings: list[Reading], problems: list[str], out: str | Path, title: str = "") -> dict:
     """Every output of ``drustage validate`` in ``out``; returns the metrics."""
-    from drustage.evaluation import plot_reliability
+    from drustage.evaluation.classification import plot_reliability
 
     if not readings:
         raise ValueError("no readings to validate: no prediction matched a film of the age sheet")

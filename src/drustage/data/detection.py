@@ -1,0 +1,119 @@
+"""Boxed radiographs as a detection dataset: read once, kept downscaled to the detector's input
+size, split seeded, and augmented (flip, affine, exposure) with the boxes moving with the image."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from drustage.data.augmentation import BoxAugmentation
+from drustage.data.layout import Dataset, Record
+from drustage.imaging import downscale, load_radiograph
+from drustage.stages import BONES
+
+__all__ = ["LABELS", "DetectionSet", "box_iou", "boxed_records", "collate_detections",
+           "load_resized", "split_records"]
+
+log = logging.getLogger(__name__)
+
+LABELS = {bone: i + 1 for i, bone in enumerate(BONES)}  # 1 radius, 2 ulna
+
+
+def load_resized(path: Path, max_side: int) -> tuple[np.ndarray, float]:
+    """A radiograph as uint8 with its longer side at most ``max_side``, and the scale used."""
+    return downscale(load_radiograph(path).image, max_side)
+
+
+def _load_item(task):
+    path, boxes, max_side = task
+    try:
+        pixels, scale = load_resized(path, max_side)
+    except ValueError as error:
+        return str(error)
+    return pixels, {bone: tuple(v * scale for v in box) for bone, box in boxes.items()}, scale
+
+
+class DetectionSet(torch.utils.data.Dataset):
+    """Boxed radiographs held in memory at detector resolution, as ``(image, target)`` pairs,
+    augmented when ``augment`` is given."""
+
+    def __init__(self, dataset: Dataset, records: list[Record], max_side: int, augment: BoxAugmentation | None = None,
+                 workers: int = 1, progress: bool = False):
+        from concurrent.futures import ProcessPoolExecutor
+
+        from tqdm import tqdm
+
+        tasks = [(dataset.path_of(r), r.boxes, max_side) for r in records]
+        if workers > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                loaded = list(tqdm(pool.map(_load_item, tasks, chunksize=8), total=len(tasks), desc="images",
+                                   disable=not progress))
+        else:
+            loaded = [_load_item(t) for t in tqdm(tasks, desc="images", disable=not progress)]
+        self.items = []
+        self.records = []
+        self.scales = []  # detector pixels per original pixel
+        for record, item in zip(records, loaded):
+            if isinstance(item, str):
+                log.warning("skipped: %s", item)
+                continue
+            self.items.append(item[:2])
+            self.records.append(record)
+            self.scales.append(item[2])
+        self.transform = augment.transform() if augment is not None else None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        from torchvision import tv_tensors
+
+        pixels, boxes = self.items[index]
+        image = torch.from_numpy(pixels.astype(np.float32) / 255.0)[None]
+        bones = [b for b in BONES if b in boxes]
+        corners = torch.tensor([boxes[b] for b in bones], dtype=torch.float32).reshape(-1, 4)
+        target = {
+            "boxes": tv_tensors.BoundingBoxes(corners, format="XYXY", canvas_size=tuple(image.shape[-2:])),
+            "labels": torch.tensor([LABELS[b] for b in bones], dtype=torch.int64),
+        }
+        image = tv_tensors.Image(image)
+        if self.transform is not None:
+            image, target = self.transform(image, target)
+        return image.as_subclass(torch.Tensor), {"boxes": target["boxes"].as_subclass(torch.Tensor),
+                                                 "labels": target["labels"]}
+
+
+def collate_detections(batch):
+    """Images and targets as two tuples (images differ in size), as torchvision's detectors take them."""
+    return tuple(zip(*batch))
+
+
+def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Intersection over union of two ``(x1, y1, x2, y2)`` boxes."""
+    from torchvision.ops import box_iou as tv_box_iou
+
+    return float(tv_box_iou(torch.tensor([a]), torch.tensor([b]))[0, 0])
+
+
+def boxed_records(dataset: Dataset) -> list[Record]:
+    """The radiographs of ``dataset`` that carry both a radius and an ulna box."""
+    return [r for r in dataset.records if all(b in r.boxes for b in BONES)]
+
+
+def split_records(dataset: Dataset, seed: int, test_fraction: float,
+                  val_fraction: float) -> tuple[list[Record], list[Record], list[Record]]:
+    """Seeded train/validation/test split of the boxed radiographs of ``dataset``."""
+    records = boxed_records(dataset)
+    if len(records) < 3:
+        raise ValueError(f"{dataset.root}: need at least 3 radiographs with radius and ulna boxes, "
+                         f"found {len(records)}")
+    order = np.random.default_rng(seed).permutation(len(records))
+    n_test = max(1, round(test_fraction * len(records)))
+    n_val = max(1, round(val_fraction * len(records)))
+    test = [records[i] for i in order[:n_test]]
+    val = [records[i] for i in order[n_test:n_test + n_val]]
+    train = [records[i] for i in order[n_test + n_val:]]
+    return train, val, test
