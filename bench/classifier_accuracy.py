@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 from drustage.data.layout import read_dataset
 from drustage.training.config import ClassifierConfig
 from drustage.training.classifier import train_classifier
@@ -41,13 +43,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dataset = read_dataset(args.dataset)
     rows = []
     for name, settings in PAPER_RUNS.items():
         if args.only and name not in args.only:
             continue
         config = ClassifierConfig(epochs=args.epochs, seed=args.seed, augment=5, balance=True, dropout=0.5,
-                                  threads=args.threads, **settings)
+                                  **settings)
         metrics = train_classifier(dataset, config, Path(args.out) / name, workers=args.workers, progress=False)
         low, high = metrics["accuracy_ci95"]
         rows.append((name, config.net, str(metrics["n"]), f"{metrics['accuracy']:.3f}", f"{low:.3f}-{high:.3f}",

@@ -134,6 +134,14 @@ def _classifier_config(args: argparse.Namespace):
     return ClassifierConfig(**_overrides(args, ClassifierConfig, skip=("per_class_cap",)), per_class_cap=caps)
 
 
+def _set_threads(threads: int | None) -> None:
+    """torch's CPU threads for this process: a choice of the command, never of the library."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _classifier_summary(metrics: dict) -> str:
     low, high = metrics["accuracy_ci95"]
     return (f"accuracy {metrics['accuracy']:.3f} (95% CI {low:.3f}-{high:.3f}), within one "
@@ -147,6 +155,7 @@ def _cmd_train_classifier(args: argparse.Namespace) -> int:
 
     config = _classifier_config(args)
     config.validate()
+    _set_threads(args.threads)
     aged = None
     if args.aged:
         aged = _aged_crops(read_dataset(args.aged), config, args)
@@ -211,6 +220,7 @@ def _cmd_train_detector(args: argparse.Namespace) -> int:
 
     config = _detector_config(args)
     config.validate()
+    _set_threads(args.threads)
     datasets = [read_dataset(path) for path in args.datasets]
     with _distributed(config.device) as distributed:
         result = train_detector(datasets, config, args.out, workers=args.workers, progress=not args.quiet,
@@ -587,7 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
            help="weight of a within-sex ranking loss on the --aged films' expected stage (older reads more mature)")
     option("--calibrate", action=argparse.BooleanOptionalAction,
            help="fit a temperature on the validation crops after model selection")
-    option("--threads", type=int, help="torch CPU threads")
+    train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     _add_device_argument(train)
     train.add_argument("--workers", type=int, default=1, help="processes for crop extraction")
     train.add_argument("--quiet", action="store_true")
@@ -634,7 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
     option("--min-scale", type=float, nargs="+",
            help="smallest random zoom (below 1 shrinks the film in its frame): one, or one per dataset")
     option("--seed", type=int)
-    option("--threads", type=int, help="torch CPU threads")
+    detector.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     _add_device_argument(detector)
     detector.add_argument("--workers", type=int, default=1, help="processes for image loading")
     detector.add_argument("--quiet", action="store_true")

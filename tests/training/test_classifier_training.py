@@ -61,7 +61,11 @@ def test_metrics_match_definitions():
 
 def test_training_writes_everything_and_is_reproducible(quick_dataset, tmp_path):
     dataset = read_dataset(quick_dataset)
+    torch.manual_seed(123)
+    caller_state = torch.get_rng_state()
     metrics = train_classifier(dataset, ClassifierConfig(**TINY), tmp_path / "a", progress=False)
+    assert torch.equal(torch.get_rng_state(), caller_state)  # the run seeds its own generators, not the caller's
+    torch.manual_seed(7)  # and another caller state does not change the run
     train_classifier(dataset, ClassifierConfig(**TINY), tmp_path / "b", progress=False)
     for name in ("classifier.pt", "metrics.json", "confusion.png", "curves.png", "curves.csv"):
         assert (tmp_path / "a" / name).is_file()

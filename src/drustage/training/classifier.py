@@ -42,6 +42,7 @@ from drustage.io_utils import atomic_write_text
 from drustage.models.classifier import StageClassifier
 from drustage.stages import ClassScheme, get_scheme, parse_stage
 from drustage.training.config import ClassifierConfig
+from drustage.training.seeding import seeded_run
 from drustage.training.distributed import SINGLE, DistributedContext
 
 log = logging.getLogger(__name__)
@@ -211,6 +212,7 @@ def _loss_and_accuracy(model, context, labels) -> tuple[float, float]:
     return loss, float((logits.argmax(1).numpy() == labels).mean())
 
 
+@seeded_run
 def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path, workers: int = 1,
                      progress: bool = True, checkpoint: bool = True, aged: AgedCrops | None = None,
                      distributed: DistributedContext = SINGLE) -> dict:
@@ -231,8 +233,6 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
     if distributed.enabled and aged is not None and config.aged_rank_weight:
         raise ValueError("the ranking loss pairs films across the whole batch: train it in one process")
     progress = progress and distributed.is_main
-    if config.threads:
-        torch.set_num_threads(config.threads)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = build_crop_set(dataset, config, workers=workers, progress=progress)
@@ -240,7 +240,6 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
     test_amount = config.test_per_class if config.test_per_class is not None else config.test_fraction
     split = stratified_split(data.labels, test=test_amount, validation=config.val_fraction, seed=config.seed)
 
-    torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     # channels_last measured faster on CPU for training and inference (bench/bench_classifier.py)

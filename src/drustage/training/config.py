@@ -52,7 +52,6 @@ class ClassifierConfig:
     aged_rank_margin: float = 1.0
     calibrate: bool = True  # fit a temperature on the validation crops after model selection
     per_class_cap: dict[str, int] | None = None  # subsample classes, e.g. the paper's set sizes
-    threads: int | None = None
     device: str = DEFAULT_DEVICE  # auto, cpu, cuda or cuda:N; mixed precision on CUDA
 
     def resolved_spec(self):
@@ -104,7 +103,6 @@ class DetectorTrainConfig:
     rotation: float | list[float] = BoxAugmentation.rotation
     min_scale: float | list[float] = BoxAugmentation.min_scale
     seed: int = 0
-    threads: int | None = None
     device: str = DEFAULT_DEVICE  # auto, cpu, cuda or cuda:N; mixed precision on CUDA
     weights: str | None = None  # local state dict or detector checkpoint to start from
     # Share of training batches drawn from each dataset when several are given (e.g. phantoms

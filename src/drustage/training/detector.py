@@ -26,6 +26,7 @@ from drustage.io_utils import atomic_write_text
 from drustage.models.detector import build_detector
 from drustage.stages import BONES
 from drustage.training.config import DetectorTrainConfig
+from drustage.training.seeding import seeded_run
 from drustage.training.distributed import SINGLE, DistributedContext
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ class DetectorTrainResult:
         return result
 
 
+@seeded_run
 def train_detector(datasets: Dataset | list[Dataset], config: DetectorTrainConfig, out: str | Path, workers: int = 1,
                    progress: bool = True, distributed: DistributedContext = SINGLE) -> DetectorTrainResult:
     """Train on one dataset, or on several at once (each split into train/validation/test on
@@ -118,11 +120,8 @@ def train_detector(datasets: Dataset | list[Dataset], config: DetectorTrainConfi
     progress = progress and distributed.is_main
     datasets = [datasets] if isinstance(datasets, Dataset) else list(datasets)
     config.check_dataset_count(len(datasets))
-    if config.threads:
-        torch.set_num_threads(config.threads)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)
     splits = [config.split(dataset, i) for i, dataset in enumerate(datasets)]
     max_side = config.model.max_size
     train_sets = [DetectionSet(d, train, max_side, config.augmentation(i), workers, progress)
