@@ -46,7 +46,8 @@ def measure_runtime(model: str, runtime: str, runs: int, workers: int, images: P
     from drustage.imaging import load_radiograph
     from drustage.inference.bundle import load_bundle
     from drustage.io_utils import file_sha256
-    from drustage.pipeline import Predictor, predict_files
+    from drustage.batch import predict_files
+    from drustage.pipeline import Predictor
     from drustage.viz import render_overlay
 
     start = time.perf_counter()

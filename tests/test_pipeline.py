@@ -313,7 +313,7 @@ def test_radius_and_ulna_stages_too_far_apart_are_flagged(trained):
 
 
 def test_a_manifest_expands_to_the_images_it_lists(tmp_path):
-    from drustage.pipeline import expand_inputs
+    from drustage.batch import expand_inputs
 
     (tmp_path / "films").mkdir()
     manifest = tmp_path / "run.csv"

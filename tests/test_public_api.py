@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-PUBLIC = ["pipeline", "imaging", "growth", "stages", "inference.bundle", "inference.detector",
+PUBLIC = ["pipeline", "batch", "imaging", "growth", "stages", "inference.bundle", "inference.detector",
           "inference.classifier", "inference.device", "inference.checkpoints", "inference.onnx",
           "inference.crop_dataset", "data.detection", "data.augmentation", "evaluation.detection", "thresholds",
           "models.config", "training.config"]

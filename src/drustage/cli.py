@@ -284,7 +284,8 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from drustage.inference.bundle import load_bundle
-    from drustage.pipeline import Predictor, expand_inputs, predict_files
+    from drustage.batch import expand_inputs, predict_files
+    from drustage.pipeline import Predictor
 
     predictor = Predictor(load_bundle(args.model), detection_threshold=args.threshold,
                           min_confidence=args.min_confidence, runtime=args.runtime,
@@ -306,7 +307,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                                "drop --boxes, --sex/--age and --patients, or use --engine local")
         import importlib.util
 
-        from drustage.pipeline import OutputOptions
+        from drustage.batch import OutputOptions
         from drustage.scale import RayConfig, predict_with_ray
 
         if importlib.util.find_spec("ray") is None:
@@ -381,7 +382,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     else:
         from drustage.growth import PatientInfo
         from drustage.inference.bundle import load_bundle
-        from drustage.pipeline import Predictor, predict_files
+        from drustage.batch import predict_files
+        from drustage.pipeline import Predictor
 
         predictor = Predictor(load_bundle(args.model), runtime=args.runtime, device=args.device)
         readable = [f for f in films if f.path.is_file()]

@@ -153,7 +153,8 @@ def run_demo(out: str | Path, quick: bool = False, real: Path | None = None, wor
     from drustage.data.layout import read_dataset
     from drustage.inference.bundle import assemble_bundle, load_bundle
     from drustage.inference.checkpoints import load_checkpoint
-    from drustage.pipeline import Predictor, predict_files
+    from drustage.batch import predict_files
+    from drustage.pipeline import Predictor
     from drustage.synth.writer import SynthConfig, generate_dataset
     from drustage.training.classifier import build_aged_crops, train_classifier
     from drustage.data.detection import boxed_records
@@ -295,7 +296,7 @@ def validate_aged_test(predictor, aged_dataset, splits: dict[str, str], out: Pat
     """The bundle read on the aged test films (never trained on), checked against their ages."""
     from drustage.data.aged_films import AgedFilm
     from drustage.growth import PatientInfo
-    from drustage.pipeline import predict_files
+    from drustage.batch import predict_files
     from drustage.evaluation.maturity import readings_from_reports, write_validation
 
     test = [r for r in aged_dataset.records if splits.get(r.image_id) == "test"]

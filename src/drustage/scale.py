@@ -1,7 +1,7 @@
 """Archive-scale prediction on Ray Data: ``drustage predict ... --engine ray [--ray-address ADDR]``.
 
 Ray Data carries the inputs (paths, expanded from folders and DICOM series on the driver) to a pool
-of model actors, each of which loads the bundle once and runs ``pipeline.predict_file`` (the same
+of model actors, each of which loads the bundle once and runs ``batch.predict_file`` (the same
 outputs, written atomically per item, as the local path). An input whose ``<stem>.json`` already
 exists is not read again, so an interrupted run resumes where it stopped; a bad item is reported
 and the run goes on. Without an address a local Ray is started; with one the run joins a cluster.
@@ -50,7 +50,7 @@ class _Reader:
 
     def __call__(self, batch: dict) -> dict:
         from drustage.io_utils import printable
-        from drustage.pipeline import predict_file
+        from drustage.batch import predict_file
 
         reports, errors = [], []
         for path, stem in zip(batch["path"], batch["stem"]):
@@ -65,13 +65,13 @@ class _Reader:
 
 def predict_with_ray(predictor, paths: list[Path], out: str | Path, config: RayConfig = RayConfig(),
                      options=None, progress: bool = True) -> tuple[list[dict], list[str]]:
-    """Like ``pipeline.predict_files`` (reports in input order, one-line failures), on Ray actors
+    """Like ``batch.predict_files`` (reports in input order, one-line failures), on Ray actors
     built from ``predictor``'s bundle and settings; ``progress`` False keeps Ray Data's progress
     lines and INFO logs quiet."""
     import pandas as pd
     import ray
 
-    from drustage.pipeline import OutputOptions, unique_stems, summary_rows, write_summary
+    from drustage.batch import OutputOptions, unique_stems, summary_rows, write_summary
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

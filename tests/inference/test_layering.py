@@ -10,8 +10,8 @@ import drustage
 
 PACKAGE = Path(drustage.__file__).parent
 PREDICTION_SIDE = [*sorted((PACKAGE / "inference").glob("*.py")), *sorted((PACKAGE / "data").glob("*.py")),
-                   PACKAGE / "pipeline.py", *sorted((PACKAGE / "service").glob("*.py")), PACKAGE / "viz.py",
-                   PACKAGE / "gradcam.py", *sorted((PACKAGE / "evaluation").glob("*.py")),
+                   PACKAGE / "pipeline.py", PACKAGE / "batch.py", *sorted((PACKAGE / "service").glob("*.py")),
+                   PACKAGE / "viz.py", PACKAGE / "gradcam.py", *sorted((PACKAGE / "evaluation").glob("*.py")),
                    *sorted((PACKAGE / "outputs").glob("*.py")),
                    *sorted((PACKAGE / "pacs").glob("*.py")), PACKAGE / "scale.py"]
 

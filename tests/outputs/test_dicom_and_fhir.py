@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from drustage.inference.bundle import load_bundle
-from drustage.pipeline import Predictor, predict_files
+from drustage.batch import predict_files
+from drustage.pipeline import Predictor
 
 
 @pytest.fixture(scope="module")

@@ -185,7 +185,7 @@ class DicomNode:
     # working -----------------------------------------------------------------------------------
     def process(self, job) -> None:
         """Read one queued radiograph, write its outputs, send SR and SC; records the outcome."""
-        from drustage.pipeline import OutputOptions, predict_file
+        from drustage.batch import OutputOptions, predict_file
 
         out = self.spool / "results" / job.sop_instance_uid
         out.mkdir(parents=True, exist_ok=True)
