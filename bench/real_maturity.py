@@ -31,6 +31,9 @@ RECIPES = {
     # weak-heavy-wide-batch plus a within-sex ranking loss on the expected stage (the demo's: heavy)
     "weak-rank": ({"aged_weight": 3.0, "aged_batch": 32, "aged_rank_weight": 1.0}, True),
     "weak-rank-heavy": ({"aged_weight": 3.0, "aged_batch": 32, "aged_rank_weight": 5.0}, True),
+    # the demo's, twice the epochs; and the real films' losses weighted over three times as much
+    "weak-rank-heavy-long": ({"aged_weight": 3.0, "aged_batch": 32, "aged_rank_weight": 5.0, "epochs": 32}, True),
+    "weak-real-dominant": ({"aged_weight": 10.0, "aged_batch": 32, "aged_rank_weight": 15.0}, True),
 }
 
 
