@@ -49,8 +49,9 @@ class DemoConfig:
 MIN_REAL_FILMS = 20
 
 
-# The full demo fits about 15 minutes on 2 CPU cores; the detector's box head uses 1024 units
-# instead of the paper's 4096 because it trains about twice as fast (bench/bench_detector.py),
+# The full demo took 27.5 minutes on 2 CPU cores (measured 2026-12-02, the detector 15 of them);
+# the detector's box head uses 1024 units instead of the paper's 4096 because it trains about
+# twice as fast (bench/bench_detector.py),
 # RoIAlign instead of RoI max pooling because its boxes are tighter (mean IoU 0.82 -> 0.88), and
 # twice the paper's learning rate because at 0.01 the ulna is still half-learnt after 1,200
 # iterations from scratch (held-out real ulnae found: 60% at 0.01; 74-92% in three runs at 0.02).
