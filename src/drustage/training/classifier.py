@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from drustage.io_utils import atomic_write_text
 from drustage.models.classifier import StageClassifier
 from drustage.stages import ClassScheme, get_scheme, parse_stage
 from drustage.training.config import ClassifierConfig
+from drustage.training.engine import BestWeights, optimisation_step
 from drustage.training.seeding import seeded_run
 from drustage.training.distributed import SINGLE, DistributedContext
 
@@ -257,7 +257,7 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
     train_labels = data.labels[split.train]
     base = balanced_indices(train_labels, rng) if config.balance else np.arange(len(train_labels))
     augmenting = config.augment > 1
-    history, best = [], {"score": -math.inf, "loss": math.inf, "epoch": 0, "state": None}
+    history, best = [], BestWeights()
     validation_context = data.crops[split.validation] if len(split.validation) else data.crops[split.train]
     validation_labels = data.labels[split.validation] if len(split.validation) else train_labels
     aged_train = aged_validation = None
@@ -300,12 +300,7 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
                         loss = loss + config.aged_rank_weight * ranking_loss(
                             aged_logits, torch.from_numpy(aged.ages[picked]).float(),
                             [aged.sexes[i] for i in picked], config.aged_rank_margin)
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"non-finite loss {loss.item()} at epoch {epoch}; lower the learning rate")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            optimisation_step(loss, optimizer, scaler, f"classifier epoch {epoch}")
             total_loss += loss.item() * len(index) / distributed.world_size
             total_correct += int((logits.argmax(1) == targets).sum())
         total_loss, total_correct = distributed.sum([total_loss, total_correct])
@@ -322,15 +317,13 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
             aged_text = f" spearman(aged) {row['val_aged_spearman']:.3f}" if aged is not None else ""
             log.info("epoch %d: train loss %.3f acc %.3f | val loss %.3f acc %.3f%s", epoch, row["train_loss"],
                      row["train_accuracy"], val_loss, val_accuracy, aged_text)
-        if (score, -val_loss) > (best["score"], -best["loss"]):
-            best = {"score": score, "loss": val_loss, "epoch": epoch,
-                    "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        best.offer((score, -val_loss), epoch, model)
 
-    model.load_state_dict(best["state"])
+    best.restore(model)
     calibration = _calibrate(model, validation_context, validation_labels, config.calibrate)
     test_probabilities = predict_logits(model, data.crops[split.test]).softmax(1).numpy()
     test_metrics = probability_metrics(data.labels[split.test], test_probabilities, scheme)
-    test_metrics["best_epoch"] = best["epoch"]
+    test_metrics["best_epoch"] = best.step
     if aged is not None:
         test_metrics["aged_validation_spearman"] = _aged_spearman(model, aged, aged_validation)
     if not distributed.is_main:  # rank 0 writes; the others have the same results

@@ -14,18 +14,18 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from drustage.data.detection import DetectionSet, collate_detections
 from drustage.data.layout import Dataset
 from drustage.evaluation.detection import DetectionMetrics, evaluate_detector_on
 from drustage.inference.checkpoints import save_checkpoint
-from drustage.inference.device import grad_scaler, mixed_precision, resolve_device
+from drustage.inference.device import grad_scaler, resolve_device
 from drustage.io_utils import atomic_write_text
 from drustage.models.detector import build_detector
 from drustage.stages import BONES
 from drustage.training.config import DetectorTrainConfig
+from drustage.training.engine import BestWeights, DetectorPhase, evaluate, train_one_epoch
 from drustage.training.seeding import seeded_run
 from drustage.training.distributed import SINGLE, DistributedContext
 
@@ -73,12 +73,15 @@ def _training_loader(train_sets: list[DetectionSet], config: DetectorTrainConfig
                                        collate_fn=collate_detections, drop_last=True, pin_memory=pin_memory)
 
 
-def _validation_summary(model, val_sets: list[DetectionSet]) -> dict[str, float]:
-    """Per-bone IoU and detection rate averaged over the datasets, so a small real set counts
-    as much as a large phantom one when the best checkpoint is chosen."""
-    results = [evaluate_detector_on(model, s) for s in val_sets]
-    return {f"val_{bone}_{name}": float(np.mean([getattr(r.bone(bone), key) for r in results]))
-            for bone in BONES for name, key in (("iou", "mean_iou"), ("rate", "detection_rate_iou50"))}
+def _start_phase(model, config: DetectorTrainConfig, name: str, steps: int) -> DetectorPhase:
+    """Freeze what the phase does not train; its SGD with warm-up then cosine decay."""
+    losses = _set_phase(model, name)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    warmup = min(config.warmup, steps // 4)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda i: min(1.0, (i + 1) / max(1, warmup)) * 0.5 * (1 + math.cos(math.pi * i / steps)))
+    return DetectorPhase(name, losses, parameters, optimizer, scheduler)
 
 
 @dataclass(frozen=True)
@@ -131,61 +134,33 @@ def train_detector(datasets: Dataset | list[Dataset], config: DetectorTrainConfi
     loader = _training_loader(train_sets, config, pin_memory=device.type == "cuda")
     model = build_detector(config.model, weights=config.weights).to(device)
     scaler = grad_scaler(device)
-    history, best = [], {"score": -1.0, "state": None, "iteration": 0}
+    history, best = [], BestWeights()
     iteration = 0
-    for phase, steps in schedule_phases(config):
-        wanted = _set_phase(model, phase)
+    for name, steps in schedule_phases(config):
+        phase = _start_phase(model, config, name, steps)
         network = distributed.wrap(model, device)  # wrapped per phase: DDP keeps the parameters that train
-        parameters = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum,
-                                    weight_decay=config.weight_decay)
-        warmup = min(config.warmup, steps // 4)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda i, warmup=warmup, steps=steps: min(1.0, (i + 1) / max(1, warmup))
-            * 0.5 * (1 + math.cos(math.pi * i / steps)))
-        bar = tqdm(total=steps, desc=f"detector {phase}", unit="it", disable=not progress)
+        bar = tqdm(total=steps, desc=f"detector {name}", unit="it", disable=not progress)
         done = 0
         while done < steps:
-            for images, targets in loader:
-                model.train()
-                mine = distributed.shard(len(images))  # every process drew the same global batch
-                images = [image.to(device, non_blocking=True) for image in images[mine]]
-                targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets[mine]]
-                with mixed_precision(device):
-                    losses = network(images, targets)
-                    loss = sum(losses[k] for k in wanted)
-                if not torch.isfinite(loss):
-                    raise RuntimeError(f"non-finite detector loss {loss.item()} at iteration {iteration}; "
-                                       "lower the learning rate")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-                torch.nn.utils.clip_grad_norm_(parameters, 10.0)
-                scaler.step(optimizer)
-                scaler.update()
-                schedule.step()
+            for loss in train_one_epoch(network, phase, loader, device, scaler, steps - done, iteration,
+                                        distributed.shard):
                 done += 1
                 iteration += 1
                 bar.update()
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                bar.set_postfix(loss=f"{loss:.3f}")
                 if iteration % config.validate_every == 0 or done == steps:
-                    summary = _validation_summary(model, val_sets)
-                    score = sum(summary[f"val_{b}_iou"] for b in BONES)
-                    history.append({"iteration": iteration, "phase": phase, "loss": float(loss.item()), **summary})
-                    if score > best["score"]:
-                        best = {"score": score, "iteration": iteration,
-                                "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-                if done == steps:
-                    break
+                    summary = evaluate(model, val_sets)
+                    history.append({"iteration": iteration, "phase": name, "loss": loss, **summary})
+                    best.offer(sum(summary[f"val_{b}_iou"] for b in BONES), iteration, model)
         bar.close()
-    model.load_state_dict(best["state"])
+    best.restore(model)
     _set_phase(model, "joint")
     names = [d.root.name for d in datasets]
     if len(set(names)) < len(names):
         names = [str(d.root) for d in datasets]
     by_dataset = {name: evaluate_detector_on(model, DetectionSet(d, test, max_side, None, workers, progress))
                   for name, d, (_, _, test) in zip(names, datasets, splits)}
-    result = DetectorTrainResult(by_dataset, best["iteration"])
+    result = DetectorTrainResult(by_dataset, best.step)
     test_metrics = result.to_dict()
     # every process ran the evaluation alike (the model's parameters stay tied to the process group
     # until it ends); rank 0 writes
