@@ -52,12 +52,13 @@ def main() -> None:
             continue
         config = ClassifierConfig(epochs=args.epochs, seed=args.seed, augment=5, balance=True, dropout=0.5,
                                   **settings)
-        metrics = train_classifier(dataset, config, Path(args.out) / name, workers=args.workers, progress=False)
-        low, high = metrics["accuracy_ci95"]
-        rows.append((name, config.net, str(metrics["n"]), f"{metrics['accuracy']:.3f}", f"{low:.3f}-{high:.3f}",
-                     f"{metrics['within_one_accuracy']:.3f}", f"{metrics['kappa']:.3f}",
-                     f"{metrics['kappa_quadratic']:.3f}", str(metrics["best_epoch"])))
-        print(f"done {name}: accuracy {metrics['accuracy']:.3f}", flush=True)
+        result = train_classifier(dataset, config, Path(args.out) / name, workers=args.workers, progress=False)
+        m = result.test
+        low, high = m.accuracy_ci95
+        rows.append((name, config.net, str(m.n), f"{m.accuracy:.3f}", f"{low:.3f}-{high:.3f}",
+                     f"{m.within_one_accuracy:.3f}", f"{m.kappa:.3f}", f"{m.kappa_quadratic:.3f}",
+                     str(result.best_epoch)))
+        print(f"done {name}: accuracy {m.accuracy:.3f}", flush=True)
     header = ("run", "net", "n test", "accuracy", "95% CI", "within one", "kappa", "quadratic kappa", "best epoch")
     print_table(header, rows)
 

@@ -14,7 +14,6 @@ readings implausible for the age (before any review flag), phantom phase accurac
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -60,7 +59,7 @@ def main() -> None:
     from drustage.data.layout import read_dataset
     from drustage.demo import demo_classifier_config
     from drustage.training.aged import image_id_splits
-    from drustage.training.classifier import build_aged_crops, train_classifier
+    from drustage.training.classifier import ClassifierTrainResult, build_aged_crops, train_classifier
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("demo", help="a finished drustage demo folder (with phantoms/ and aged/)")
@@ -87,7 +86,7 @@ def main() -> None:
             run = Path(args.out) / name / bone
             if not (run / "metrics.json").is_file():
                 train_classifier(phantoms, config, run, workers=2, progress=False, aged=aged if weak else None)
-            phantom = json.loads((run / "metrics.json").read_text())["test"]
+            phantom = ClassifierTrainResult.read(run).test
             figures = {part: score(run / "classifier.pt", aged, aged.part(part)) for part in ("validation", "test")}
             rows.append((name, bone, figures, phantom))
             print(f"done: {name} {bone}", flush=True)
@@ -99,7 +98,7 @@ def main() -> None:
                  for part in figures}
         print(f"| {name} | {bone} | {spear['validation']} | {spear['test']} | "
               f"{figures['validation']['implausible']:.1%} / {figures['test']['implausible']:.1%} | "
-              f"{phantom['accuracy']:.1%} | {phantom['phase']['accuracy']:.1%} | {phantom['phase']['ece']:.3f} |")
+              f"{phantom.accuracy:.1%} | {phantom.phase.accuracy:.1%} | {phantom.phase.ece:.3f} |")
 
 
 if __name__ == "__main__":

@@ -76,12 +76,14 @@ def test_the_report_shows_the_real_film_validation(tmp_path, aged_case):
 
     films, reports = aged_case()
     validation = write_validation(*readings_from_reports(reports, films), tmp_path / "validation_real")
+    from drustage.evaluation.classification import classification_metrics
+    from drustage.training.classifier import ClassifierTrainResult
+
+    phase = classification_metrics([0, 1, 2, 3], [0, 1, 2, 2], "abcd", [0.8] * 4)  # 75%, ECE 0.05
+    test = replace(classification_metrics([0, 1, 0, 1], [0, 0, 0, 0], "ab", [0.6] * 4), phase=phase)
     for bone in ("radius", "ulna"):
         (tmp_path / bone).mkdir()
-        metrics = {"classes": ["a", "b"], "n": 4, "accuracy": 0.5, "accuracy_ci95": [0.1, 0.9],
-                   "within_one_accuracy": 1.0, "kappa": 0.0, "kappa_quadratic": 0.0, "ece": 0.1,
-                   "phase": {"accuracy": 0.75, "ece": 0.05}}
-        (tmp_path / bone / "metrics.json").write_text(json.dumps({"test": metrics}))
+        (tmp_path / bone / "metrics.json").write_text(json.dumps({"test": ClassifierTrainResult(test, 3).to_dict()}))
     from drustage.evaluation.detection import BoneDetectionMetrics, DetectionMetrics
 
     detector = DetectionMetrics(1, 1, 1, *(BoneDetectionMetrics(1, 1, 1, 1, 1) for _ in range(2)))

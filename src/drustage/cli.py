@@ -142,13 +142,6 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _classifier_summary(metrics: dict) -> str:
-    low, high = metrics["accuracy_ci95"]
-    return (f"accuracy {metrics['accuracy']:.3f} (95% CI {low:.3f}-{high:.3f}), within one "
-            f"{metrics['within_one_accuracy']:.3f}, kappa {metrics['kappa']:.3f}, quadratic kappa "
-            f"{metrics['kappa_quadratic']:.3f}, n={metrics['n']}")
-
-
 def _cmd_train_classifier(args: argparse.Namespace) -> int:
     from drustage.data.layout import read_dataset
     from drustage.training.classifier import train_classifier
@@ -160,10 +153,10 @@ def _cmd_train_classifier(args: argparse.Namespace) -> int:
     if args.aged:
         aged = _aged_crops(read_dataset(args.aged), config, args)
     with _distributed(config.device) as distributed:
-        metrics = train_classifier(read_dataset(args.dataset), config, args.out, workers=args.workers,
-                                   progress=not args.quiet, aged=aged, distributed=distributed)
+        result = train_classifier(read_dataset(args.dataset), config, args.out, workers=args.workers,
+                                  progress=not args.quiet, aged=aged, distributed=distributed)
     if distributed.is_main:
-        print(f"test {_classifier_summary(metrics)}; wrote {args.out}/classifier.pt")
+        print(f"test {result.test.summary()}; wrote {args.out}/classifier.pt")
     return 0
 
 
@@ -202,7 +195,7 @@ def _cmd_evaluate_classifier(args: argparse.Namespace) -> int:
 
     metrics = evaluate_classifier(args.checkpoint, read_dataset(args.dataset), args.out,
                                   held_out_only=not args.all, workers=args.workers, progress=not args.quiet)
-    print(f"{_classifier_summary(metrics)}; wrote {args.out}")
+    print(f"{metrics.summary()}; wrote {args.out}")
     return 0
 
 

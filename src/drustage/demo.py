@@ -333,18 +333,18 @@ def write_report(out: Path, config: DemoConfig, detector_metrics: DetectionMetri
     """``report.html``: metrics, confusion matrices, learning curves and example overlays."""
     from drustage.evaluation.detection import combined_detection_metrics
     from drustage.stages import get_scheme
+    from drustage.training.classifier import ClassifierTrainResult
     from drustage.evaluation.maturity import validation_html
 
     classifier_rows = []
     for bone in ("radius", "ulna"):
-        m = json.loads((out / bone / "metrics.json").read_text())["test"]
-        low, high = m["accuracy_ci95"]
-        phase = m.get("phase")
-        phase_text = f"{phase['accuracy']:.1%} (ECE {phase['ece']:.3f})" if phase else "—"
+        m = ClassifierTrainResult.read(out / bone).test
+        low, high = m.accuracy_ci95
+        phase_text = f"{m.phase.accuracy:.1%} (ECE {m.phase.ece:.3f})" if m.phase else "—"
         classifier_rows.append(
-            f"<tr><td>{bone}</td><td>{html.escape(', '.join(m['classes']))}</td><td>{m['n']}</td>"
-            f"<td>{m['accuracy']:.1%} ({low:.1%}–{high:.1%})</td><td>{m['within_one_accuracy']:.1%}</td>"
-            f"<td>{m['kappa']:.3f}</td><td>{m['kappa_quadratic']:.3f}</td><td>{m['ece']:.3f}</td>"
+            f"<tr><td>{bone}</td><td>{html.escape(', '.join(m.classes))}</td><td>{m.n}</td>"
+            f"<td>{m.accuracy:.1%} ({low:.1%}–{high:.1%})</td><td>{m.within_one_accuracy:.1%}</td>"
+            f"<td>{m.kappa:.3f}</td><td>{m.kappa_quadratic:.3f}</td><td>{m.ece:.3f}</td>"
             f"<td>{phase_text}</td></tr>")
     if validation is not None:
         real_maturity = ("<h2>Maturity on held-out real films (bone age known, stages unknown)</h2>"

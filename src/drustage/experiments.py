@@ -23,6 +23,7 @@ import statistics
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from drustage.evaluation.classification import ClassificationMetrics
 from drustage.io_utils import atomic_path, atomic_write_text
 from drustage.models.spec import PRESETS
 from drustage.stages import BONES
@@ -30,7 +31,7 @@ from drustage.training.config import ClassifierConfig
 
 BASE_NET = "net3"  # the paper's basic network: 32c7-64c5-64c3-32c3 + 4096-1024
 BEST_NET = {"radius": "net7", "ulna": "net8"}  # the paper's choices for the optimiser study
-NETS = tuple(sorted(PRESETS, key=lambda name: int(name[3:])))
+NETS = tuple(PRESETS)  # net1 ... net9, in the paper's order
 
 # The paper's sets (section 4.1): radius R5-R11 as 4 phases, 25 test per class; ulna 3 phases, 50.
 PAPER_SETS = {
@@ -162,69 +163,99 @@ def run_experiments(dataset_root: str | Path, out: str | Path, budget: Budget,
     return write_report(results, out, budget)
 
 
-def collect_results(out: Path, conditions: list[Condition], seeds: int) -> list[dict]:
-    """One row per (experiment, label, bone, seed) with the test metrics and the learning curve."""
+@dataclass(frozen=True)
+class RunResult:
+    """One seed's run of a condition, as one (experiment, label) row of the report."""
+
+    experiment: str
+    label: str
+    seed: int
+    condition: str  # the condition's key
+    config: ClassifierConfig
+    test: ClassificationMetrics
+    best_epoch: int
+    history: tuple[dict[str, float], ...]  # the learning curve, one row per epoch
+
+    def csv_row(self) -> dict:
+        config = self.config
+        return {"experiment": self.experiment, "label": self.label, "bone": config.bone, "seed": self.seed,
+                "condition": self.condition, "net": config.net, "scheme": config.scheme,
+                "optimizer": config.optimizer, "lr": config.lr, "dropout": config.dropout,
+                "balance": config.balance, "augment": config.augment, "n_test": self.test.n,
+                "accuracy": self.test.accuracy, "kappa": self.test.kappa,
+                "within_one": self.test.within_one_accuracy, "best_epoch": self.best_epoch}
+
+
+def collect_results(out: Path, conditions: list[Condition], seeds: int) -> list[RunResult]:
+    """One result per (experiment, label, bone, seed) with the test metrics and the learning curve."""
+    from drustage.training.classifier import ClassifierTrainResult
+
     rows = []
     for condition in conditions:
         for seed in range(seeds):
             folder = run_folder(out, condition, seed)
-            metrics = json.loads((folder / "metrics.json").read_text())["test"]
+            result = ClassifierTrainResult.read(folder)
             with open(folder / "curves.csv", newline="") as handle:
-                history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
-            config = condition.config
-            for experiment, label in condition.rows:
-                rows.append({"experiment": experiment, "label": label, "bone": config.bone, "seed": seed,
-                             "condition": condition.key, "net": config.net, "scheme": config.scheme,
-                             "optimizer": config.optimizer, "lr": config.lr, "dropout": config.dropout,
-                             "balance": config.balance, "augment": config.augment, "n_test": metrics["n"],
-                             "accuracy": metrics["accuracy"], "kappa": metrics["kappa"],
-                             "within_one": metrics["within_one_accuracy"], "best_epoch": metrics["best_epoch"],
-                             "history": history})
+                history = tuple({k: float(v) for k, v in row.items()} for row in csv.DictReader(handle))
+            rows += [RunResult(experiment, label, seed, condition.key, condition.config, result.test,
+                               result.best_epoch, history) for experiment, label in condition.rows]
     return rows
 
 
-def write_results_csv(results: list[dict], path: Path) -> None:
-    columns = [k for k in results[0] if k != "history"] if results else []
+def write_results_csv(results: list[RunResult], path: Path) -> None:
+    rows = [r.csv_row() for r in results]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
     writer.writeheader()
-    writer.writerows(results)
+    writer.writerows(rows)
     atomic_write_text(path, buffer.getvalue())
 
 
-def summarise(results: list[dict]) -> dict[tuple[str, str, str], dict]:
-    """(experiment, bone, label) -> mean and sd of accuracy over seeds, and the seeds' histories."""
-    groups: dict[tuple[str, str, str], list[dict]] = {}
+@dataclass(frozen=True)
+class ConditionSummary:
+    """A condition's test accuracy over seeds, and the seeds' learning curves."""
+
+    mean: float
+    sd: float
+    n_seeds: int
+    n_test: int
+    config: ClassifierConfig
+    histories: tuple[tuple[dict[str, float], ...], ...]
+
+
+def summarise(results: list[RunResult]) -> dict[tuple[str, str, str], ConditionSummary]:
+    """(experiment, bone, label) -> the condition's accuracy over seeds."""
+    groups: dict[tuple[str, str, str], list[RunResult]] = {}
     for row in results:
-        groups.setdefault((row["experiment"], row["bone"], row["label"]), []).append(row)
+        groups.setdefault((row.experiment, row.config.bone, row.label), []).append(row)
     summary = {}
     for key, rows in groups.items():
-        accuracies = [r["accuracy"] for r in rows]
-        summary[key] = {"mean": statistics.fmean(accuracies),
-                        "sd": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
-                        "n_seeds": len(rows), "n_test": rows[0]["n_test"], "histories": [r["history"] for r in rows],
-                        "condition": rows[0]}
+        accuracies = [r.test.accuracy for r in rows]
+        summary[key] = ConditionSummary(statistics.fmean(accuracies),
+                                        statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+                                        len(rows), rows[0].test.n, rows[0].config, tuple(r.history for r in rows))
     return summary
 
 
-def best_per_bone(summary: dict) -> dict[str, tuple[str, str, dict]]:
+def best_per_bone(summary: dict[tuple[str, str, str], ConditionSummary]
+                  ) -> dict[str, tuple[str, str, ConditionSummary]]:
     """Table 7: the highest mean accuracy per bone among the network, optimiser and dropout runs."""
     best = {}
     for (experiment, bone, label), stats in summary.items():
         if experiment not in ("networks", "optimizer", "dropout"):
             continue
-        if bone not in best or stats["mean"] > best[bone][2]["mean"]:
+        if bone not in best or stats.mean > best[bone][2].mean:
             best[bone] = (experiment, label, stats)
     return best
 
 
-def _describe(condition: dict) -> str:
-    return (f"{condition['net']}, {condition['optimizer'].capitalize()} {condition['lr']:g}, "
-            f"{'dropout' if condition['dropout'] else 'no dropout'}")
+def _describe(config: ClassifierConfig) -> str:
+    dropout = "dropout" if config.dropout else "no dropout"
+    return f"{config.net}, {config.optimizer.capitalize()} {config.lr:g}, {dropout}"
 
 
-def _cell(stats: dict) -> str:
-    return f"{stats['mean']:.3f} ± {stats['sd']:.3f}"
+def _cell(stats: ConditionSummary) -> str:
+    return f"{stats.mean:.3f} ± {stats.sd:.3f}"
 
 
 def report_tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -253,14 +284,14 @@ def report_tables(summary: dict) -> list[tuple[str, list[str], list[list[str]]]]
                        rows))
     best = best_per_bone(summary)
     if best:
-        rows = [[bone, _describe(stats["condition"]), _cell(stats), PAPER_BEST[bone],
+        rows = [[bone, _describe(stats.config), _cell(stats), PAPER_BEST[bone],
                  f"{PAPER[('best', bone, 'best')]:.3f}"] for bone, (_, _, stats) in sorted(best.items())]
         tables.append(("Table 7 — best configuration per bone", ["bone", "best here", "accuracy", "paper's best",
                                                                  "paper"], rows))
     return tables
 
 
-def _mean_curve(histories: list[list[dict]], key: str) -> tuple[list[float], list[float]]:
+def _mean_curve(histories: tuple[tuple[dict[str, float], ...], ...], key: str) -> tuple[list[float], list[float]]:
     length = min(len(h) for h in histories)
     epochs = [histories[0][i]["epoch"] for i in range(length)]
     return epochs, [statistics.fmean(h[i][key] for h in histories) for i in range(length)]
@@ -288,7 +319,7 @@ def plot_figures(summary: dict, out: Path) -> dict[str, Path]:
             for label in labels:
                 stats = summary.get((experiment, bone, label))
                 if stats:
-                    axis.plot(*_mean_curve(stats["histories"], key), marker=".", label=label)
+                    axis.plot(*_mean_curve(stats.histories, key), marker=".", label=label)
             axis.set(title=bone, xlabel="epoch", ylabel=ylabel)
             axis.grid(alpha=0.3)
             axis.legend(fontsize=8)
@@ -297,29 +328,30 @@ def plot_figures(summary: dict, out: Path) -> dict[str, Path]:
 
     curves("balance", ["imbalanced", "balanced"], "val_accuracy", "validation accuracy", "fig9_convergence.png",
            "Figure 9: convergence, imbalanced vs balanced (mean over seeds)")
-    nets = sorted({label for (e, _, label) in summary if e == "networks"}, key=lambda n: int(n[3:]))
+    networks = {key: stats for key, stats in summary.items() if key[0] == "networks"}
+    nets = [net for net in NETS if any(stats.config.net == net for stats in networks.values())]
     if nets:
         fig, axis = plt.subplots(figsize=(7, 3.4), dpi=110)
         for bone in BONES:
-            points = [summary[("networks", bone, n)] for n in nets if ("networks", bone, n) in summary]
-            axis.errorbar([int(n[3:]) for n in nets][:len(points)], [p["mean"] for p in points],
-                          yerr=[p["sd"] for p in points], marker="o", capsize=3, label=bone)
-        axis.set(xlabel="network", ylabel="test accuracy", title="Figure 10: accuracy by network (mean ± sd)",
-                 xticks=[int(n[3:]) for n in nets])
+            points = sorted(((nets.index(stats.config.net), stats) for (_, b, _), stats in networks.items()
+                             if b == bone), key=lambda point: point[0])
+            axis.errorbar([x for x, _ in points], [p.mean for _, p in points], yerr=[p.sd for _, p in points],
+                          marker="o", capsize=3, label=bone)
+        axis.set(xlabel="network", ylabel="test accuracy", title="Figure 10: accuracy by network (mean ± sd)")
+        axis.set_xticks(range(len(nets)), nets)
         axis.grid(alpha=0.3)
         axis.legend()
         save(fig, "fig10_networks.png")
-    optimiser_labels = [label for (e, _, label) in summary if e == "optimizer"]
-    if optimiser_labels:
+    optimisers = {key: stats for key, stats in summary.items() if key[0] == "optimizer"}
+    if optimisers:
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=110)
         for axis, bone in zip(axes, BONES):
             for optimizer in ("adam", "sgd"):
-                points = sorted((float(label.split()[1]), summary[("optimizer", bone, label)])
-                                for label in set(optimiser_labels)
-                                if label.startswith(optimizer) and ("optimizer", bone, label) in summary)
+                points = sorted(((stats.config.lr, stats) for (_, b, _), stats in optimisers.items()
+                                 if b == bone and stats.config.optimizer == optimizer), key=lambda point: point[0])
                 if points:
-                    axis.errorbar([p[0] for p in points], [p[1]["mean"] for p in points],
-                                  yerr=[p[1]["sd"] for p in points], marker="o", capsize=3, label=optimizer)
+                    axis.errorbar([lr for lr, _ in points], [p.mean for _, p in points],
+                                  yerr=[p.sd for _, p in points], marker="o", capsize=3, label=optimizer)
             axis.set(xscale="log", title=f"{bone} ({BEST_NET[bone]})", xlabel="learning rate", ylabel="test accuracy")
             axis.grid(alpha=0.3)
             axis.legend()
@@ -327,13 +359,14 @@ def plot_figures(summary: dict, out: Path) -> dict[str, Path]:
         save(fig, "fig11_optimizers.png")
     curves("dropout", ["dropout", "no dropout"], "val_loss", "validation loss", "fig12a_dropout_loss.png",
            "Figure 12a: validation loss with and without dropout")
-    lr = "0.0001"
-    curves("optimizer", [f"adam {lr}", f"sgd {lr}"], "val_accuracy", "validation accuracy",
-           "fig12b_optimizer_accuracy.png", f"Figure 12b: Adam vs SGD at lr {lr}")
+    lr = 1e-4
+    at_lr = list(dict.fromkeys(label for (_, _, label), stats in optimisers.items() if stats.config.lr == lr))
+    curves("optimizer", at_lr, "val_accuracy", "validation accuracy", "fig12b_optimizer_accuracy.png",
+           f"Figure 12b: Adam vs SGD at lr {lr:g}")
     return figures
 
 
-def write_report(results: list[dict], out: Path, budget: Budget) -> Path:
+def write_report(results: list[RunResult], out: Path, budget: Budget) -> Path:
     """report.md and report.html: every table beside the paper's numbers, and the figures."""
     import html
 

@@ -4,16 +4,17 @@ import torch
 
 from drustage.cli import main
 from drustage.data.layout import read_dataset
-from drustage.evaluation.classification import expected_calibration_error, reliability_table
+from drustage.evaluation.classification import expected_calibration_error, probability_metrics, reliability_table
 from drustage.inference.checkpoints import load_checkpoint
 from drustage.inference.classifier import expected_class, load_classifier
 from drustage.stages import get_scheme
 from drustage.training.classifier import (
     ClassifierConfig,
+    ClassifierTrainResult,
     build_aged_crops,
     class_distribution,
+    TEMPERATURE_RANGE,
     fit_temperature,
-    probability_metrics,
     ranking_loss,
     train_classifier,
     within_sex_spearman,
@@ -28,6 +29,12 @@ def test_fit_temperature_recovers_the_temperature_labels_were_drawn_with():
     logits = torch.randn(6000, 5, generator=generator) * 3
     labels = torch.multinomial((logits / 2.5).softmax(1), 1, generator=generator)[:, 0].numpy()
     assert fit_temperature(logits, labels) == pytest.approx(2.5, rel=0.12)
+
+
+def test_fit_temperature_stays_finite_on_perfectly_separated_crops():
+    logits = torch.eye(4).repeat(5, 1) * 6  # every crop right and confident: the loss falls towards T = 0
+    temperature = fit_temperature(logits, np.tile(np.arange(4), 5))
+    assert TEMPERATURE_RANGE[0] <= temperature < 0.5  # finite and sharpening (the loss is flat near zero)
 
 
 def test_ece_is_small_when_calibrated_and_large_when_overconfident():
@@ -59,9 +66,13 @@ def test_stage_metrics_carry_the_phase_reading_and_calibration():
     probabilities[np.arange(5), [1, 5, 7, 7, 10]] = 0.9
     probabilities /= probabilities.sum(1, keepdims=True)
     metrics = probability_metrics(labels, probabilities, scheme)
-    assert metrics["accuracy"] == pytest.approx(3 / 5)
-    assert metrics["phase"]["accuracy"] == pytest.approx(4 / 5)  # R1 read R2: still pre-peak
-    assert 0 <= metrics["ece"] <= 1 and 0 <= metrics["phase"]["ece"] <= 1
+    assert metrics.accuracy == pytest.approx(3 / 5)
+    assert metrics.phase.accuracy == pytest.approx(4 / 5)  # R1 read R2: still pre-peak
+    assert 0 <= metrics.ece <= 1 and 0 <= metrics.phase.ece <= 1
+    assert metrics.phase.classes == ("pre-peak", "peak", "deceleration", "mature") and metrics.phase.phase is None
+    assert get_scheme("phase4", "radius").name != "stage"  # a phase scheme's metrics have no phase part
+    phase_metrics = probability_metrics(np.array([0, 1]), np.eye(4)[[0, 2]], get_scheme("phase4", "radius"))
+    assert phase_metrics.phase is None and phase_metrics.accuracy == 0.5
     assert expected_class(probabilities)[4] > expected_class(probabilities)[0]
     ages = np.arange(10.0)
     assert within_sex_spearman(ages * 2, ages, ["F"] * 10) == {"F": pytest.approx(1.0)}
@@ -78,12 +89,14 @@ def test_aged_films_join_training_and_their_test_part_is_never_looked_at(quick_d
     aged = build_aged_crops(dataset, config, _aged_splits(dataset), progress=False)
     assert aged.crops.shape[1:] == (1, 160, 120) and aged.targets.shape[1] == 11
     assert torch.allclose(aged.targets.sum(1), torch.ones(len(aged.targets)))
-    metrics = train_classifier(dataset, config, tmp_path / "a", progress=False, aged=aged)
+    result = train_classifier(dataset, config, tmp_path / "a", progress=False, aged=aged)
     payload = load_checkpoint(tmp_path / "a/classifier.pt", "classifier")
     test_ids = [i for i, s in _aged_splits(dataset).items() if s == "test"]
     assert payload["data"]["aged"] == {"train": 8, "validation": 2, "test": 2}
     assert payload["data"]["aged_test_ids"] == test_ids
-    assert "val_aged_spearman" in payload["history"][0] and "phase" in metrics
+    assert "val_aged_spearman" in payload["history"][0] and result.test.phase is not None
+    assert result.aged_validation_spearman == payload["metrics"]["aged_validation_spearman"]
+    assert ClassifierTrainResult.read(tmp_path / "a") == result  # what metrics.json holds reads back equal
     temperature = payload["calibration"]["temperature"]
     assert 0.05 <= temperature <= 20 and payload["calibration"]["ece_after"] >= 0
     model, _ = load_classifier(tmp_path / "a/classifier.pt")

@@ -9,7 +9,7 @@ import torch
 from drustage.cli import main
 from drustage.data.crops import crop_region, extract_context_crops, needs_mirror
 from drustage.data.layout import read_dataset
-from drustage.evaluation.classification import classification_metrics
+from drustage.evaluation.classification import ClassificationMetrics, classification_metrics
 from drustage.imaging import load_radiograph
 from drustage.inference.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from drustage.inference.classifier import load_classifier, window_batch
@@ -50,20 +50,24 @@ def test_metrics_match_definitions():
     y_true = np.array([0, 0, 1, 1, 2, 2, 3, 3])
     y_pred = np.array([0, 1, 1, 1, 2, 0, 3, 3])
     metrics = classification_metrics(y_true, y_pred, ["a", "b", "c", "d"])
-    assert metrics["accuracy"] == pytest.approx(6 / 8)
-    assert metrics["within_one_accuracy"] == pytest.approx(7 / 8)
-    low, high = metrics["accuracy_ci95"]
+    assert metrics.accuracy == pytest.approx(6 / 8)
+    assert metrics.within_one_accuracy == pytest.approx(7 / 8)
+    low, high = metrics.accuracy_ci95
     assert low < 0.75 < high
-    assert metrics["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
-    assert metrics["confusion_matrix"][2] == [1, 0, 1, 0] or metrics["confusion_matrix"][2][2] == 1
-    assert metrics["kappa_quadratic"] < metrics["accuracy"] + 0.3 and -1 <= metrics["kappa"] <= 1
+    assert metrics.per_class["b"].precision == pytest.approx(2 / 3)
+    assert metrics.confusion_matrix[2] == (1, 0, 1, 0)  # true c: read a once, c once
+    assert metrics.kappa_quadratic < metrics.accuracy + 0.3 and -1 <= metrics.kappa <= 1
+    assert metrics.ece is None  # no confidences given
+    assert classification_metrics(y_true, y_pred, "abcd", np.full(8, 0.75)).ece == pytest.approx(0.0)
+    assert ClassificationMetrics.from_dict(json.loads(json.dumps(metrics.to_dict()))) == metrics
+    assert metrics.summary().startswith("accuracy 0.750 (95% CI ") and metrics.summary().endswith("n=8")
 
 
 def test_training_writes_everything_and_is_reproducible(quick_dataset, tmp_path):
     dataset = read_dataset(quick_dataset)
     torch.manual_seed(123)
     caller_state = torch.get_rng_state()
-    metrics = train_classifier(dataset, ClassifierConfig(**TINY), tmp_path / "a", progress=False)
+    result = train_classifier(dataset, ClassifierConfig(**TINY), tmp_path / "a", progress=False)
     assert torch.equal(torch.get_rng_state(), caller_state)  # the run seeds its own generators, not the caller's
     torch.manual_seed(7)  # and another caller state does not change the run
     train_classifier(dataset, ClassifierConfig(**TINY), tmp_path / "b", progress=False)
@@ -77,7 +81,7 @@ def test_training_writes_everything_and_is_reproducible(quick_dataset, tmp_path)
     assert a["config"]["conv_spec"] == "4c3-8c3-8c3" and a["input_size"] == [128, 96]
     assert {"torch", "torchvision", "drustage"} <= set(a["versions"])
     assert len((tmp_path / "a/curves.csv").read_text().splitlines()) == 3
-    assert metrics["n"] == len(a["data"]["test_ids"])
+    assert result.test.n == len(a["data"]["test_ids"]) and a["metrics"] == result.to_dict()
     model, payload = load_classifier(tmp_path / "a/classifier.pt")
     assert model(torch.rand(1, 1, 128, 96)).shape == (1, 4)
     assert a["config"]["standardize"] is True and type(model.normalize).__name__ == "InstanceStandardize"
@@ -113,6 +117,12 @@ def test_bad_spec_and_checkpoints(quick_dataset, tmp_path, capsys):
         load_classifier(other)
     assert main(["evaluate-classifier", str(corrupt), str(quick_dataset), "--out", str(tmp_path / "e")]) == 1
     assert "corrupt.pt" in capsys.readouterr().err
+    # too few crops for a test split: said plainly, before any training, and nothing written
+    assert main(["train-classifier", str(quick_dataset), "--out", str(tmp_path / "few"), "--net", "custom",
+                 "--conv", "4c3", "--fc", "8", "--test-fraction", "0.01", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "radius crops under the phase4 scheme leave none for the test split at 0.01" in err
+    assert "Traceback" not in err and not (tmp_path / "few" / "metrics.json").exists()
 
 
 def test_a_checkpoint_the_disk_cannot_hold_is_reported_and_leaves_nothing(tmp_path):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from drustage.io_utils import atomic_path, atomic_write_text
+from drustage.stages import PHASES, ClassScheme
 
 
 def accuracy_interval(correct: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -19,9 +22,70 @@ def accuracy_interval(correct: int, total: int, confidence: float = 0.95) -> tup
     return float(interval.low), float(interval.high)
 
 
-def classification_metrics(y_true, y_pred, class_names: list[str] | tuple[str, ...]) -> dict:
+@dataclass(frozen=True)
+class ClassMetrics:
+    """One class's precision, recall, F1 and support."""
+
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+@dataclass(frozen=True)
+class ClassificationMetrics:
+    """A classification's figures; ``ece`` when confidences were given, ``phase`` when the classes
+    are stages (the same figures of the phases they imply)."""
+
+    n: int
+    accuracy: float
+    accuracy_ci95: tuple[float, float]
+    within_one_accuracy: float
+    kappa: float
+    kappa_quadratic: float
+    per_class: dict[str, ClassMetrics]
+    confusion_matrix: tuple[tuple[int, ...], ...]
+    classes: tuple[str, ...]
+    ece: float | None = None
+    phase: ClassificationMetrics | None = None
+
+    def summary(self) -> str:
+        """One line: accuracy with its interval, within one, both kappas, n."""
+        low, high = self.accuracy_ci95
+        return (f"accuracy {self.accuracy:.3f} (95% CI {low:.3f}-{high:.3f}), within one "
+                f"{self.within_one_accuracy:.3f}, kappa {self.kappa:.3f}, quadratic kappa "
+                f"{self.kappa_quadratic:.3f}, n={self.n}")
+
+    def to_dict(self) -> dict:
+        """Plain JSON data; ``ece`` and ``phase`` only when present."""
+        result = {"n": self.n, "accuracy": self.accuracy, "accuracy_ci95": list(self.accuracy_ci95),
+                  "within_one_accuracy": self.within_one_accuracy, "kappa": self.kappa,
+                  "kappa_quadratic": self.kappa_quadratic,
+                  "per_class": {name: asdict(m) for name, m in self.per_class.items()},
+                  "confusion_matrix": [list(row) for row in self.confusion_matrix], "classes": list(self.classes)}
+        if self.ece is not None:
+            result["ece"] = self.ece
+        if self.phase is not None:
+            result["phase"] = self.phase.to_dict()
+        return result
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ClassificationMetrics:
+        """Read back ``to_dict``'s data (keys it does not write are ignored)."""
+        return cls(n=int(data["n"]), accuracy=float(data["accuracy"]),
+                   accuracy_ci95=tuple(float(v) for v in data["accuracy_ci95"]),
+                   within_one_accuracy=float(data["within_one_accuracy"]), kappa=float(data["kappa"]),
+                   kappa_quadratic=float(data["kappa_quadratic"]),
+                   per_class={name: ClassMetrics(**m) for name, m in data["per_class"].items()},
+                   confusion_matrix=tuple(tuple(int(v) for v in row) for row in data["confusion_matrix"]),
+                   classes=tuple(data["classes"]), ece=data.get("ece"),
+                   phase=cls.from_dict(data["phase"]) if data.get("phase") else None)
+
+
+def classification_metrics(y_true, y_pred, class_names: Sequence[str], confidence=None) -> ClassificationMetrics:
     """Accuracy with 95% CI, per-class precision/recall/F1, confusion matrix, Cohen's kappa
-    (unweighted and quadratic: classes are ordinal) and accuracy within one class."""
+    (unweighted and quadratic: classes are ordinal) and accuracy within one class; with the
+    predictions' ``confidence``, their expected calibration error."""
     from sklearn.metrics import (accuracy_score, cohen_kappa_score, confusion_matrix,
                                  precision_recall_fscore_support)
 
@@ -31,19 +95,35 @@ def classification_metrics(y_true, y_pred, class_names: list[str] | tuple[str, .
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, zero_division=0)
     agree_all = len(np.unique(np.concatenate([y_true, y_pred]))) == 1
-    return {
-        "n": int(len(y_true)),
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "accuracy_ci95": list(accuracy_interval(correct, len(y_true))),
-        "within_one_accuracy": float(np.mean(np.abs(y_true - y_pred) <= 1)),
-        "kappa": 1.0 if agree_all else float(cohen_kappa_score(y_true, y_pred, labels=labels)),
-        "kappa_quadratic": 1.0 if agree_all else float(cohen_kappa_score(y_true, y_pred, labels=labels,
-                                                                         weights="quadratic")),
-        "per_class": {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-                      for name, p, r, f, s in zip(class_names, precision, recall, f1, support)},
-        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
-        "classes": list(class_names),
-    }
+    return ClassificationMetrics(
+        n=int(len(y_true)),
+        accuracy=float(accuracy_score(y_true, y_pred)),
+        accuracy_ci95=accuracy_interval(correct, len(y_true)),
+        within_one_accuracy=float(np.mean(np.abs(y_true - y_pred) <= 1)),
+        kappa=1.0 if agree_all else float(cohen_kappa_score(y_true, y_pred, labels=labels)),
+        kappa_quadratic=1.0 if agree_all else float(cohen_kappa_score(y_true, y_pred, labels=labels,
+                                                                      weights="quadratic")),
+        per_class={name: ClassMetrics(float(p), float(r), float(f), int(n))
+                   for name, p, r, f, n in zip(class_names, precision, recall, f1, support)},
+        confusion_matrix=tuple(tuple(row) for row in confusion_matrix(y_true, y_pred, labels=labels).tolist()),
+        classes=tuple(class_names),
+        ece=None if confidence is None else expected_calibration_error(confidence, y_true == y_pred),
+    )
+
+
+def probability_metrics(labels: np.ndarray, probabilities: np.ndarray, scheme: ClassScheme) -> ClassificationMetrics:
+    """The metrics of the top class and its calibration; for a stage scheme also the phase
+    metrics, phases read as the most probable phase (class probabilities summed) as the predictor
+    reads them."""
+    predictions = probabilities.argmax(1)
+    metrics = classification_metrics(labels, predictions, scheme.classes, probabilities.max(1))
+    if scheme.name != "stage":
+        return metrics
+    to_phase = np.eye(len(PHASES))[list(scheme.phase_indices())]
+    phase_probabilities = probabilities @ to_phase
+    phase = classification_metrics(to_phase[labels].argmax(1), phase_probabilities.argmax(1), PHASES,
+                                   phase_probabilities.max(1))
+    return replace(metrics, phase=phase)
 
 
 def pyplot():
@@ -66,16 +146,16 @@ def save_figure(fig, path: str | Path) -> Path:
     return path
 
 
-def plot_confusion(metrics: dict, path: str | Path, title: str) -> Path:
+def plot_confusion(metrics: ClassificationMetrics, path: str | Path, title: str) -> Path:
     from sklearn.metrics import ConfusionMatrixDisplay
 
     plt = pyplot()
-    names = metrics["classes"]
+    names = metrics.classes
     fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(names), 1.0 + 0.65 * len(names)), dpi=110)
-    ConfusionMatrixDisplay(np.array(metrics["confusion_matrix"]), display_labels=names).plot(
+    ConfusionMatrixDisplay(np.array(metrics.confusion_matrix), display_labels=names).plot(
         ax=ax, colorbar=False, cmap="Blues", xticks_rotation=45)
-    low, high = metrics["accuracy_ci95"]
-    ax.set_title(f"{title}\naccuracy {metrics['accuracy']:.1%} (95% CI {low:.1%}-{high:.1%}), n={metrics['n']}",
+    low, high = metrics.accuracy_ci95
+    ax.set_title(f"{title}\naccuracy {metrics.accuracy:.1%} (95% CI {low:.1%}-{high:.1%}), n={metrics.n}",
                  fontsize=9)
     return save_figure(fig, path)
 

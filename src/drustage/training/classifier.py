@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,9 +29,10 @@ from drustage.data.crops import CROP_SIZE, extract_context_crops
 from drustage.data.layout import Dataset
 from drustage.data.splits import stratified_split
 from drustage.evaluation.classification import (
-    classification_metrics,
+    ClassificationMetrics,
     expected_calibration_error,
     plot_confusion,
+    probability_metrics,
     write_learning_curves,
 )
 from drustage.growth import stage_distribution
@@ -178,20 +180,25 @@ def within_sex_spearman(scores: np.ndarray, ages: np.ndarray, sexes: list[str | 
     return result
 
 
+TEMPERATURE_RANGE = (0.05, 20.0)
+
+
 def fit_temperature(logits: torch.Tensor, labels: np.ndarray) -> float:
-    """The temperature minimising the validation cross-entropy (Guo et al.'s scaling), in [0.05, 20]."""
-    log_t = torch.zeros((), requires_grad=True)
+    """The temperature in ``TEMPERATURE_RANGE`` minimising the validation cross-entropy (Guo et
+    al.'s scaling). Searched on its logarithm within the range (bounded Brent): on crops the
+    model separates perfectly the loss falls towards zero temperature, and an unbounded search
+    ran off to NaN there."""
+    from scipy.optimize import minimize_scalar
+
+    logits = logits.detach().double()
     targets = torch.from_numpy(np.asarray(labels))
-    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200)
 
-    def closure():
-        optimizer.zero_grad()
-        loss = F.cross_entropy(logits / log_t.exp(), targets)
-        loss.backward()
-        return loss
+    def loss(log_t: float) -> float:
+        return float(F.cross_entropy(logits / math.exp(log_t), targets))
 
-    optimizer.step(closure)
-    return float(np.clip(log_t.exp().item(), 0.05, 20.0))
+    low, high = (math.log(t) for t in TEMPERATURE_RANGE)
+    found = minimize_scalar(loss, bounds=(low, high), method="bounded", options={"xatol": 1e-5})
+    return float(math.exp(found.x))
 
 
 def balanced_indices(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -206,6 +213,33 @@ def balanced_indices(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return np.concatenate(picked)
 
 
+@dataclass(frozen=True)
+class ClassifierTrainResult:
+    """A training run's held-out test figures, the epoch kept and, with aged films, the aged
+    validation films' Spearman correlation per sex."""
+
+    test: ClassificationMetrics
+    best_epoch: int
+    aged_validation_spearman: dict[str, float] | None = None
+
+    def to_dict(self) -> dict:
+        """The test figures with ``best_epoch`` (and the aged correlations) beside them, as
+        ``metrics.json`` and the checkpoint store them."""
+        result = {**self.test.to_dict(), "best_epoch": self.best_epoch}
+        if self.aged_validation_spearman is not None:
+            result["aged_validation_spearman"] = self.aged_validation_spearman
+        return result
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ClassifierTrainResult:
+        return cls(ClassificationMetrics.from_dict(data), int(data["best_epoch"]), data.get("aged_validation_spearman"))
+
+    @classmethod
+    def read(cls, run: str | Path) -> ClassifierTrainResult:
+        """The result a finished run wrote to ``<run>/metrics.json``."""
+        return cls.from_dict(json.loads((Path(run) / "metrics.json").read_text())["test"])
+
+
 def _loss_and_accuracy(model, context, labels) -> tuple[float, float]:
     logits = predict_logits(model, context)
     loss = F.cross_entropy(logits, torch.from_numpy(labels)).item()
@@ -215,7 +249,7 @@ def _loss_and_accuracy(model, context, labels) -> tuple[float, float]:
 @seeded_run
 def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path, workers: int = 1,
                      progress: bool = True, checkpoint: bool = True, aged: AgedCrops | None = None,
-                     distributed: DistributedContext = SINGLE) -> dict:
+                     distributed: DistributedContext = SINGLE) -> ClassifierTrainResult:
     """Train, select on validation, calibrate, test once; write checkpoint (unless ``checkpoint``
     is False), metrics and plots to ``out``. ``metrics.json`` is written last: its presence marks
     a finished run.
@@ -239,6 +273,9 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
     scheme = data.scheme
     test_amount = config.test_per_class if config.test_per_class is not None else config.test_fraction
     split = stratified_split(data.labels, test=test_amount, validation=config.val_fraction, seed=config.seed)
+    if not len(split.test):
+        raise ValueError(f"{dataset.root}: {len(data.labels)} {config.bone} crops under the {config.scheme} scheme "
+                         f"leave none for the test split at {test_amount}; use more images or a larger test share")
 
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -322,15 +359,14 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
     best.restore(model)
     calibration = _calibrate(model, validation_context, validation_labels, config.calibrate)
     test_probabilities = predict_logits(model, data.crops[split.test]).softmax(1).numpy()
-    test_metrics = probability_metrics(data.labels[split.test], test_probabilities, scheme)
-    test_metrics["best_epoch"] = best.step
-    if aged is not None:
-        test_metrics["aged_validation_spearman"] = _aged_spearman(model, aged, aged_validation)
+    result = ClassifierTrainResult(probability_metrics(data.labels[split.test], test_probabilities, scheme),
+                                   best.step, None if aged is None else _aged_spearman(model, aged, aged_validation))
     if not distributed.is_main:  # rank 0 writes; the others have the same results
         distributed.barrier()
-        return test_metrics
+        return result
+    test_metrics = result.to_dict()
     title = f"{config.bone} {config.scheme} {config.net}"
-    plot_confusion(test_metrics, out / "confusion.png", f"{title}: held-out test")
+    plot_confusion(result.test, out / "confusion.png", f"{title}: held-out test")
     write_learning_curves(history, out / "curves.png", out / "curves.csv", title)
     counts = {name: int((data.labels == i).sum()) for i, name in enumerate(scheme.classes)}
     if checkpoint:
@@ -349,7 +385,7 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
                                                         "calibration": calibration, "class_counts": counts},
                                                        indent=2) + "\n")
     distributed.barrier()
-    return test_metrics
+    return result
 
 
 def _aged_spearman(model: nn.Module, aged: AgedCrops, index: np.ndarray) -> dict[str, float]:
@@ -372,28 +408,8 @@ def _calibrate(model: StageClassifier, context: torch.Tensor, labels: np.ndarray
             "ece_before": ece(before), "ece_after": ece(after)}
 
 
-def probability_metrics(labels: np.ndarray, probabilities: np.ndarray, scheme: ClassScheme) -> dict:
-    """Classification metrics of the top class plus its expected calibration error; for a stage
-    scheme also the phase metrics, phases read as the most probable phase (class probabilities
-    summed) as the predictor reads them."""
-    from drustage.stages import PHASES
-
-    predictions = probabilities.argmax(1)
-    metrics = classification_metrics(labels, predictions, scheme.classes)
-    metrics["ece"] = expected_calibration_error(probabilities.max(1), predictions == labels)
-    if scheme.name == "stage":
-        to_phase = np.eye(len(PHASES))[list(scheme.phase_indices())]
-        phase_probabilities = probabilities @ to_phase
-        true_phase = to_phase[labels].argmax(1)
-        phase_metrics = classification_metrics(true_phase, phase_probabilities.argmax(1), PHASES)
-        phase_metrics["ece"] = expected_calibration_error(phase_probabilities.max(1),
-                                                          phase_probabilities.argmax(1) == true_phase)
-        metrics["phase"] = phase_metrics
-    return metrics
-
-
 def evaluate_classifier(checkpoint: str | Path, dataset: Dataset, out: str | Path, held_out_only: bool = True,
-                        workers: int = 1, progress: bool = True) -> dict:
+                        workers: int = 1, progress: bool = True) -> ClassificationMetrics:
     """Metrics of a checkpoint on a dataset: its recorded test images when present, else all."""
     model, payload = load_classifier(checkpoint)
     config = ClassifierConfig(**{k: (tuple(v) if k == "scale_range" else v) for k, v in payload["config"].items()})
@@ -408,5 +424,5 @@ def evaluate_classifier(checkpoint: str | Path, dataset: Dataset, out: str | Pat
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plot_confusion(metrics, out / "confusion.png", f"{config.bone} {config.scheme}: {dataset.root.name}")
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(out / "metrics.json", json.dumps(metrics.to_dict(), indent=2) + "\n")
     return metrics
