@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
+import httpx2
 from _table import print_table
 
 
@@ -35,9 +35,9 @@ def _wait_healthy(base: str, server: subprocess.Popen, timeout: float = 120) -> 
         if server.poll() is not None:
             sys.exit(f"server exited with status {server.returncode}")
         try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+            if httpx2.get(f"{base}/healthz", timeout=2).status_code == 200:
                 return
-        except httpx.TransportError:
+        except httpx2.TransportError:
             time.sleep(0.5)
     sys.exit("server did not become healthy")
 
@@ -67,7 +67,7 @@ def main() -> None:
             stop = time.monotonic() + args.seconds
 
             def client(index: int) -> None:
-                with httpx.Client(base_url=base, timeout=120) as http:
+                with httpx2.Client(base_url=base, timeout=120) as http:
                     k = index
                     while time.monotonic() < stop:
                         start = time.perf_counter()
@@ -75,7 +75,7 @@ def main() -> None:
                             payload = payloads[k % len(payloads)]
                             response = http.post("/v1/predictions", files={"file": ("x.png", payload)})
                             failure = None if response.status_code == 201 else f"HTTP {response.status_code}"
-                        except httpx.HTTPError as error:
+                        except httpx2.HTTPError as error:
                             failure = type(error).__name__
                         elapsed = time.perf_counter() - start
                         with lock:

@@ -22,7 +22,8 @@ def test_help_does_not_import_torch():
 
 
 def test_training_options_leave_the_configs_defaults_and_override_what_is_given():
-    from drustage.cli import _classifier_config, _detector_config, build_parser
+    from drustage.cli import build_parser
+    from drustage.cli.training import _classifier_config, _detector_config
     from drustage.models.config import DetectorConfig
     from drustage.training.config import ClassifierConfig, DetectorTrainConfig
 
