@@ -40,7 +40,7 @@ def score(checkpoint: Path, aged, index: np.ndarray) -> dict:
     from drustage.growth import PatientInfo
     from drustage.inference.classifier import expected_class, load_classifier, predict_logits
     from drustage.pipeline import BoneResult, implausible_reading, read_probabilities
-    from drustage.training.classifier import within_sex_spearman
+    from drustage.training.objectives import within_sex_spearman
 
     model, payload = load_classifier(checkpoint)
     scheme = payload["scheme_object"]
@@ -59,7 +59,8 @@ def main() -> None:
     from drustage.data.layout import read_dataset
     from drustage.demo import demo_classifier_config
     from drustage.training.aged import image_id_splits
-    from drustage.training.classifier import ClassifierTrainResult, build_aged_crops, train_classifier
+    from drustage.training.classifier import ClassifierTrainResult, train_classifier
+    from drustage.training.crop_sets import build_aged_crops
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("demo", help="a finished drustage demo folder (with phantoms/ and aged/)")

@@ -12,7 +12,8 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 PUBLIC = ["pipeline", "batch", "imaging", "growth", "stages", "inference.bundle", "inference.detector",
           "inference.classifier", "inference.device", "inference.checkpoints", "inference.onnx",
           "inference.crop_dataset", "data.detection", "data.augmentation", "evaluation.detection", "thresholds",
-          "models.config", "training.config", "training.engine"]
+          "models.config", "training.config", "training.engine",
+          "training.crop_sets", "training.objectives"]
 
 
 @pytest.mark.parametrize("name", PUBLIC)

@@ -157,7 +157,8 @@ def run_demo(out: str | Path, quick: bool = False, real: Path | None = None, wor
     from drustage.batch import predict_files
     from drustage.pipeline import Predictor
     from drustage.synth.writer import SynthConfig, generate_dataset
-    from drustage.training.classifier import build_aged_crops, train_classifier
+    from drustage.training.classifier import train_classifier
+    from drustage.training.crop_sets import build_aged_crops
     from drustage.data.detection import boxed_records
     from drustage.evaluation.detection import evaluate_detector, held_out_ids
     from drustage.training.detector import train_detector

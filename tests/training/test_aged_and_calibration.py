@@ -8,17 +8,10 @@ from drustage.evaluation.classification import expected_calibration_error, proba
 from drustage.inference.checkpoints import load_checkpoint
 from drustage.inference.classifier import expected_class, load_classifier
 from drustage.stages import get_scheme
-from drustage.training.classifier import (
-    ClassifierConfig,
-    ClassifierTrainResult,
-    build_aged_crops,
-    class_distribution,
-    TEMPERATURE_RANGE,
-    fit_temperature,
-    ranking_loss,
-    train_classifier,
-    within_sex_spearman,
-)
+from drustage.training.classifier import ClassifierTrainResult, train_classifier
+from drustage.training.config import ClassifierConfig
+from drustage.training.crop_sets import build_aged_crops, class_distribution
+from drustage.training.objectives import TEMPERATURE_RANGE, fit_temperature, ranking_loss, within_sex_spearman
 
 TINY = dict(net="custom", conv_spec="4c3-8c3-8c3", fc_spec="16", epochs=2, augment=2, test_fraction=0.25,
             val_fraction=0.0, batch_size=8, scheme="stage", aged_batch=4)

@@ -14,7 +14,8 @@ from drustage.imaging import load_radiograph
 from drustage.inference.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from drustage.inference.classifier import load_classifier, window_batch
 from drustage.training.config import ClassifierConfig
-from drustage.training.classifier import balanced_indices, train_classifier
+from drustage.training.classifier import train_classifier
+from drustage.training.crop_sets import balanced_indices
 
 TINY = dict(net="custom", conv_spec="4c3-8c3-8c3", fc_spec="16", epochs=2, augment=2, test_fraction=0.25,
             val_fraction=0.0, batch_size=8, scheme="phase4")

@@ -35,7 +35,7 @@ def _aged_crops(dataset, config, args):
     """Aged crops of a dataset whose records carry an age and sex, split by the seeded
     sex-and-age stratification of ``data.aged_films`` (the test part is never trained on)."""
     from drustage.data.aged_films import AgedFilm, split_films
-    from drustage.training.classifier import build_aged_crops
+    from drustage.training.crop_sets import build_aged_crops
 
     films = [AgedFilm(r.image_id, dataset.path_of(r), r.sex, r.age_years) for r in dataset.records
              if r.age_years is not None]

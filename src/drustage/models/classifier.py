@@ -25,7 +25,7 @@ class StageClassifier(nn.Module):
 
     Input ``(N, 1, H, W)`` float in [0, 1] (default 128x96), standardised per crop when
     ``standardize``; output logits ``(N, num_classes)``, divided by ``temperature`` (1 until a
-    calibration sets it, see ``training.classifier.fit_temperature``), so every runtime and export
+    calibration sets it, see ``training.objectives.fit_temperature``), so every runtime and export
     gives calibrated probabilities. Weights are Xavier-uniform and biases zero, as in the paper.
     """
 

@@ -5,7 +5,7 @@ model selection, optional oversampling of minority classes, on-the-fly translati
 augmentation with an epoch-size factor, Adam or SGD, and one final test evaluation.
 
 Real films without stage labels but with a known age and sex can join the training as weak
-supervision (``AgedCrops``): their target is the stage distribution the growth table gives for
+supervision (``training.crop_sets.AgedCrops``): their target is the stage distribution the growth table gives for
 that age (``growth.stage_distribution``), learnt with a soft cross-entropy beside the labelled
 crops' hard one, so the labels keep the stages' meaning while the real films teach what real
 bone looks like at each maturity. After model selection a temperature is fitted on the
@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from drustage.data.crops import CROP_SIZE, extract_context_crops
+from drustage.data.crops import CROP_SIZE
 from drustage.data.layout import Dataset
 from drustage.data.splits import stratified_split
 from drustage.evaluation.classification import (
@@ -35,182 +34,19 @@ from drustage.evaluation.classification import (
     probability_metrics,
     write_learning_curves,
 )
-from drustage.growth import stage_distribution
 from drustage.inference.checkpoints import save_checkpoint
 from drustage.inference.classifier import expected_class, load_classifier, predict_logits, window_batch
 from drustage.inference.device import grad_scaler, mixed_precision, resolve_device
 from drustage.io_utils import atomic_write_text
 from drustage.models.classifier import StageClassifier
-from drustage.stages import ClassScheme, get_scheme, parse_stage
 from drustage.training.config import ClassifierConfig
+from drustage.training.crop_sets import AgedCrops, balanced_indices, build_crop_set
 from drustage.training.engine import BestWeights, optimisation_step
+from drustage.training.objectives import fit_temperature, ranking_loss, within_sex_spearman
 from drustage.training.seeding import seeded_run
 from drustage.training.distributed import SINGLE, DistributedContext
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class CropSet:
-    """Context crops of one bone with their class labels under a scheme."""
-
-    crops: torch.Tensor  # (N, 1, 160, 120) float32
-    labels: np.ndarray  # (N,) class indices
-    image_ids: list[str]
-    stages: list[str]
-    scheme: ClassScheme = field(repr=False)
-
-
-def build_crop_set(dataset: Dataset, config: ClassifierConfig, workers: int = 1, progress: bool = True) -> CropSet:
-    scheme = get_scheme(config.scheme, config.bone)
-    crops = extract_context_crops(dataset, workers=workers, progress=progress)
-    minimum = parse_stage(config.min_stage, config.bone).index if config.min_stage else 1
-    arrays, labels, ids, stages = [], [], [], []
-    for record in dataset.records:
-        stage = record.stages.get(config.bone)
-        if stage is None or record.image_id not in crops or config.bone not in crops[record.image_id]:
-            continue
-        cls = scheme.class_of(stage)
-        if cls is None or stage.index < minimum:
-            continue
-        arrays.append(crops[record.image_id][config.bone])
-        labels.append(cls)
-        ids.append(record.image_id)
-        stages.append(stage.code)
-    if not arrays:
-        raise ValueError(f"{dataset.root}: no {config.bone} crops with stages under the {config.scheme} scheme")
-    labels_arr = np.array(labels)
-    keep = np.arange(len(labels_arr))
-    if config.per_class_cap:
-        rng = np.random.default_rng(config.seed + 7919)
-        chosen = []
-        for cls, name in enumerate(scheme.classes):
-            members = keep[labels_arr == cls]
-            cap = config.per_class_cap.get(name, len(members))
-            chosen.append(np.sort(rng.permutation(members)[:cap]))
-        keep = np.sort(np.concatenate(chosen))
-    tensor = torch.from_numpy(np.stack([arrays[i] for i in keep]))[:, None]
-    return CropSet(tensor, labels_arr[keep], [ids[i] for i in keep], [stages[i] for i in keep], scheme)
-
-
-@dataclass
-class AgedCrops:
-    """Context crops of real films with an age and a sex but no stage, and their weak targets."""
-
-    crops: torch.Tensor  # (N, 1, 160, 120) float32
-    targets: torch.Tensor  # (N, C) class distributions implied by age and sex
-    ages: np.ndarray  # (N,) years
-    sexes: list[str | None]
-    image_ids: list[str]
-    splits: np.ndarray  # (N,) "train", "validation" or "test"
-
-    def part(self, split: str) -> np.ndarray:
-        return np.flatnonzero(self.splits == split)
-
-
-def class_distribution(scheme: ClassScheme, age: float, sex: str | None, spread: float) -> np.ndarray:
-    """The growth table's stage distribution for an age, summed into the scheme's classes (stages
-    the scheme leaves out drop out, the rest renormalised)."""
-    stages = stage_distribution(scheme.bone, age, sex, spread)
-    target = np.zeros(scheme.num_classes, dtype=np.float32)
-    for index, p in enumerate(stages):
-        cls = scheme.stage_to_class[index]
-        if cls is not None:
-            target[cls] += p
-    if target.sum() <= 0:  # all the mass on left-out stages: the nearest kept class
-        kept = [i for i, c in enumerate(scheme.stage_to_class) if c is not None]
-        nearest = min(kept, key=lambda i: abs(i - int(np.argmax(stages))))
-        target[scheme.stage_to_class[nearest]] = 1.0
-    return target / target.sum()
-
-
-def build_aged_crops(dataset: Dataset, config: ClassifierConfig, splits: dict[str, str], workers: int = 1,
-                     progress: bool = True) -> AgedCrops:
-    """Aged crops of ``config.bone`` from a dataset whose records carry ``age_years``, a sex and
-    boxes; ``splits`` maps image ids to train/validation/test (others are left out)."""
-    scheme = get_scheme(config.scheme, config.bone)
-    crops = extract_context_crops(dataset, workers=workers, progress=progress)
-    arrays, targets, ages, sexes, ids, parts = [], [], [], [], [], []
-    for record in dataset.records:
-        if record.age_years is None or record.image_id not in splits:
-            continue
-        if config.bone not in crops.get(record.image_id, {}):
-            continue
-        arrays.append(crops[record.image_id][config.bone])
-        targets.append(class_distribution(scheme, record.age_years, record.sex, config.aged_spread))
-        ages.append(record.age_years)
-        sexes.append(record.sex)
-        ids.append(record.image_id)
-        parts.append(splits[record.image_id])
-    if not arrays:
-        raise ValueError(f"{dataset.root}: no {config.bone} crops of films with an age")
-    return AgedCrops(torch.from_numpy(np.stack(arrays))[:, None], torch.from_numpy(np.stack(targets)),
-                     np.array(ages), sexes, ids, np.array(parts))
-
-
-# Expected-class differences (classes spread over 0..1) are multiplied by this before the logistic
-# loss, so a pair one tenth of the scale apart in the right order costs softplus(-1) = 0.31.
-RANK_SCALE = 10.0
-
-
-def ranking_loss(logits: torch.Tensor, ages: torch.Tensor, sexes: list[str | None], margin: float) -> torch.Tensor:
-    """RankNet's logistic loss over the pairs of a batch of the same sex whose ages differ by more
-    than ``margin`` years: the older should have the higher expected class. Zero without such pairs."""
-    classes = logits.shape[1]
-    score = logits.float().softmax(1) @ torch.arange(classes, dtype=torch.float32, device=logits.device)
-    score = score / max(classes - 1, 1)
-    ages = ages.to(logits.device)
-    codes = torch.tensor([{"F": 0, "M": 1}.get(s, -1) for s in sexes], device=logits.device)
-    same_sex = (codes[:, None] == codes[None, :]) & (codes[:, None] >= 0)  # films of unknown sex stay out
-    pairs = ((ages[:, None] - ages[None, :]) > margin) & same_sex
-    if not bool(pairs.any()):
-        return logits.sum() * 0.0
-    return F.softplus(-(score[:, None] - score[None, :])[pairs] * RANK_SCALE).mean()
-
-
-def within_sex_spearman(scores: np.ndarray, ages: np.ndarray, sexes: list[str | None]) -> dict[str, float]:
-    """Spearman correlation of scores with age, per sex (F, M) with at least 5 films."""
-    from scipy.stats import spearmanr
-
-    result = {}
-    for sex in ("F", "M"):
-        members = np.array([s == sex for s in sexes])
-        if members.sum() >= 5 and np.ptp(scores[members]) > 0:
-            result[sex] = float(spearmanr(scores[members], ages[members]).statistic)
-    return result
-
-
-TEMPERATURE_RANGE = (0.05, 20.0)
-
-
-def fit_temperature(logits: torch.Tensor, labels: np.ndarray) -> float:
-    """The temperature in ``TEMPERATURE_RANGE`` minimising the validation cross-entropy (Guo et
-    al.'s scaling). Searched on its logarithm within the range (bounded Brent): on crops the
-    model separates perfectly the loss falls towards zero temperature, and an unbounded search
-    ran off to NaN there."""
-    from scipy.optimize import minimize_scalar
-
-    logits = logits.detach().double()
-    targets = torch.from_numpy(np.asarray(labels))
-
-    def loss(log_t: float) -> float:
-        return float(F.cross_entropy(logits / math.exp(log_t), targets))
-
-    low, high = (math.log(t) for t in TEMPERATURE_RANGE)
-    found = minimize_scalar(loss, bounds=(low, high), method="bounded", options={"xatol": 1e-5})
-    return float(math.exp(found.x))
-
-
-def balanced_indices(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Oversample every class (with replacement beyond its own items) to the majority count."""
-    counts = np.bincount(labels)
-    target = counts.max()
-    picked = []
-    for cls in np.flatnonzero(counts):
-        members = np.flatnonzero(labels == cls)
-        extra = rng.choice(members, target - len(members), replace=True) if target > len(members) else []
-        picked.append(np.concatenate([members, extra]).astype(int))
-    return np.concatenate(picked)
 
 
 @dataclass(frozen=True)
