@@ -27,6 +27,7 @@ from drustage.training.config import ClassifierConfig, DetectorTrainConfig
 
 if TYPE_CHECKING:
     from drustage.evaluation.detection import DetectionMetrics
+    from drustage.evaluation.maturity import MaturityValidation
 
 
 @dataclass(frozen=True)
@@ -294,7 +295,8 @@ def prepare_aged(out: Path, real: Path, log=print, limit: int | None = None):
     return dataset, splits
 
 
-def validate_aged_test(predictor, aged_dataset, splits: dict[str, str], out: Path, workers: int) -> dict:
+def validate_aged_test(predictor, aged_dataset, splits: dict[str, str], out: Path, workers: int
+                       ) -> MaturityValidation:
     """The bundle read on the aged test films (never trained on), checked against their ages."""
     from drustage.data.aged_films import AgedFilm
     from drustage.growth import PatientInfo
@@ -330,7 +332,8 @@ def _detector_table(metrics: DetectionMetrics) -> str:
 def write_report(out: Path, config: DemoConfig, detector_metrics: DetectionMetrics,
                  real_metrics: dict[str, DetectionMetrics],
                  phantom_reports: list[dict], real_reports: list[dict], real_failures: list[str], truth: dict,
-                 seconds: float, timings: dict[str, float], quick: bool, validation: dict | None = None) -> Path:
+                 seconds: float, timings: dict[str, float], quick: bool,
+                 validation: MaturityValidation | None = None) -> Path:
     """``report.html``: metrics, confusion matrices, learning curves and example overlays."""
     from drustage.evaluation.detection import combined_detection_metrics
     from drustage.stages import get_scheme

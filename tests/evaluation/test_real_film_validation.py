@@ -26,19 +26,21 @@ def test_validation_reports_correlation_implausible_reads_and_pictures(aged_case
     for name in ("validation.json", "report.md", "report.html", "cases.csv", "age_by_stage.png", "reliability.png",
                  "worst_readings.png"):
         assert (tmp_path / "v" / name).is_file(), name
-    ulna = metrics["bones"]["ulna"]
-    assert ulna["F"]["spearman"] > 0.9 and ulna["M"]["spearman"] > 0.9 and ulna["F"]["implausible"] == 0
-    radius = metrics["bones"]["radius"]
-    assert radius["F"]["implausible"] + radius["M"]["implausible"] == 2
-    assert metrics["implausible_unflagged_films"] == 1  # film 1: read mature at 3 y and not flagged
-    assert metrics["implausible_unflagged_share"] == pytest.approx(1 / len(films))
-    assert radius["F"]["per_class"]["R7"]["published_mean_age"] == 11.4
+    ulna = metrics.bones["ulna"]
+    assert ulna["F"].spearman > 0.9 and ulna["M"].spearman > 0.9 and ulna["F"].implausible == 0
+    radius = metrics.bones["radius"]
+    assert radius["F"].implausible + radius["M"].implausible == 2
+    assert metrics.implausible_unflagged_films == 1  # film 1: read mature at 3 y and not flagged
+    assert metrics.implausible_unflagged_share == pytest.approx(1 / len(films))
+    assert radius["F"].per_class["R7"].published_mean_age == 11.4
     worst = worst_readings(readings)
     assert worst[0].implausible and not worst[0].needs_review
     with open(tmp_path / "v/cases.csv") as handle:
         assert len(list(csv.DictReader(handle))) == len(readings)
     assert "implausible, not flagged" in (tmp_path / "v/report.md").read_text()
-    assert json.loads((tmp_path / "v/validation.json").read_text())["films"] == len(films)
+    stored = json.loads((tmp_path / "v/validation.json").read_text())
+    assert stored == json.loads(json.dumps(metrics.to_dict())) and stored["films"] == len(films)
+    assert stored["bones"]["radius"]["F"]["per_class"]["R7"]["published_mean_age"] == 11.4
 
 
 def test_cli_validate_from_predictions(aged_case, quick_dataset, tmp_path, capsys):

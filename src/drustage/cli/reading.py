@@ -141,13 +141,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         problems += failures
     readings, unmatched = readings_from_reports(reports, films)
     metrics = write_validation(readings, problems + unmatched, args.out, title=Path(args.sheet).name)
-    for bone, by_sex in metrics["bones"].items():
+    for bone, by_sex in metrics.bones.items():
         for sex, m in by_sex.items():
-            spearman = "n/a" if m["spearman"] is None else f"{m['spearman']:.3f}"
-            print(f"{bone} {sex}: n={m['n']} spearman {spearman}, implausible {m['implausible']} "
-                  f"({m['implausible_unflagged']} not flagged)")
-    print(f"implausible readings without a review flag: {metrics['implausible_unflagged_films']} of "
-          f"{metrics['films']} films; wrote {args.out}/report.html")
+            spearman = "n/a" if m.spearman is None else f"{m.spearman:.3f}"
+            print(f"{bone} {sex}: n={m.n} spearman {spearman}, implausible {m.implausible} "
+                  f"({m.implausible_unflagged} not flagged)")
+    print(f"implausible readings without a review flag: {metrics.implausible_unflagged_films} of "
+          f"{metrics.films} films; wrote {args.out}/report.html")
     return 0
 
 

@@ -94,7 +94,55 @@ def _published_age(scheme_name: str, bone: str, class_name: str, sex: str | None
     return float(np.mean([mean_age_at(s, sex) for s in stages]))
 
 
-def bone_sex_metrics(readings: list[Reading]) -> dict:
+@dataclass(frozen=True)
+class ClassAges:
+    """The ages of the films read as one class, beside the growth table's."""
+
+    n: int
+    median_age: float | None
+    published_mean_age: float
+
+
+@dataclass(frozen=True)
+class BoneSexValidation:
+    """Figures for one bone and one sex."""
+
+    n: int
+    spearman: float | None  # expected class against age; None when it cannot be computed
+    per_class: dict[str, ClassAges]
+    implausible: int
+    implausible_unflagged: int
+    flagged: int
+    phase_agrees_with_age: float
+    phase_ece_against_age: float
+    reliability: tuple[dict, ...]  # reliability_table's bins
+
+
+@dataclass(frozen=True)
+class MaturityValidation:
+    """``bones[bone][sex]`` figures plus the totals the targets are stated in."""
+
+    bones: dict[str, dict[str, BoneSexValidation]]
+    films: int
+    implausible_unflagged_films: int
+    problems: tuple[str, ...] = ()
+    rule: str = (f"a reading is implausible when the patient's age lies more than {PLAUSIBLE_AGE_MARGIN_YEARS:g} y "
+                 "from the growth table's mean age of the read stage (sex-specific; no upper limit for the last "
+                 "stage, no lower one for the first)")
+
+    @property
+    def implausible_unflagged_share(self) -> float:
+        return self.implausible_unflagged_films / max(self.films, 1)
+
+    def to_dict(self) -> dict:
+        """``validation.json``'s data."""
+        return {"bones": {bone: {sex: asdict(m) for sex, m in by_sex.items()} for bone, by_sex in self.bones.items()},
+                "films": self.films, "implausible_unflagged_films": self.implausible_unflagged_films,
+                "implausible_unflagged_share": self.implausible_unflagged_share, "rule": self.rule,
+                "problems": list(self.problems)}
+
+
+def bone_sex_metrics(readings: list[Reading]) -> BoneSexValidation:
     """Figures for one bone and one sex."""
     from scipy.stats import spearmanr
 
@@ -107,44 +155,35 @@ def bone_sex_metrics(readings: list[Reading]) -> dict:
     per_class = {}
     for name in classes:
         members = ages[[r.prediction == name for r in readings]]
-        per_class[name] = {"n": int(len(members)),
-                           "median_age": float(np.median(members)) if len(members) else None,
-                           "published_mean_age": round(_published_age(scheme, readings[0].bone, name,
-                                                                       readings[0].sex), 2)}
+        per_class[name] = ClassAges(int(len(members)), float(np.median(members)) if len(members) else None,
+                                    round(_published_age(scheme, readings[0].bone, name, readings[0].sex), 2))
     agree = np.array([r.phase == r.age_phase for r in readings])
     confidence = np.array([r.phase_confidence for r in readings])
     implausible = [r for r in readings if r.implausible]
-    return {
-        "n": len(readings),
-        "spearman": float(spearmanr(scores, ages).statistic) if len(readings) > 2 and np.ptp(scores) > 0 else None,
-        "per_class": per_class,
-        "implausible": len(implausible),
-        "implausible_unflagged": sum(not r.needs_review for r in implausible),
-        "flagged": sum(r.needs_review for r in readings),
-        "phase_agrees_with_age": float(agree.mean()),
-        "phase_ece_against_age": expected_calibration_error(confidence, agree),
-        "reliability": reliability_table(confidence, agree),
-    }
+    return BoneSexValidation(
+        n=len(readings),
+        spearman=float(spearmanr(scores, ages).statistic) if len(readings) > 2 and np.ptp(scores) > 0 else None,
+        per_class=per_class,
+        implausible=len(implausible),
+        implausible_unflagged=sum(not r.needs_review for r in implausible),
+        flagged=sum(r.needs_review for r in readings),
+        phase_agrees_with_age=float(agree.mean()),
+        phase_ece_against_age=expected_calibration_error(confidence, agree),
+        reliability=tuple(reliability_table(confidence, agree)),
+    )
 
 
-def validation_metrics(readings: list[Reading]) -> dict:
-    """``{bone: {sex: figures}}`` plus the totals the targets are stated in."""
-    result: dict = {"bones": {}}
+def validation_metrics(readings: list[Reading], problems: list[str] = ()) -> MaturityValidation:
+    """Every bone's and sex's figures, and how many films were read implausibly without a flag."""
+    bones = {}
     for bone in BONES:
-        result["bones"][bone] = {}
+        bones[bone] = {}
         for sex in ("F", "M"):
             subset = [r for r in readings if r.bone == bone and r.sex == sex]
             if subset:
-                result["bones"][bone][sex] = bone_sex_metrics(subset)
-    films = {r.source for r in readings}
+                bones[bone][sex] = bone_sex_metrics(subset)
     unflagged = {r.source for r in readings if r.implausible and not r.needs_review}
-    result["films"] = len(films)
-    result["implausible_unflagged_films"] = len(unflagged)
-    result["implausible_unflagged_share"] = len(unflagged) / max(len(films), 1)
-    result["rule"] = (f"a reading is implausible when the patient's age lies more than "
-                      f"{PLAUSIBLE_AGE_MARGIN_YEARS:g} y from the growth table's mean age of the read stage "
-                      "(sex-specific; no upper limit for the last stage, no lower one for the first)")
-    return result
+    return MaturityValidation(bones, len({r.source for r in readings}), len(unflagged), tuple(problems))
 
 
 def plot_age_by_stage(readings: list[Reading], path: Path) -> Path:
@@ -202,7 +241,8 @@ def readings_sheet(readings: list[Reading], path: Path) -> Path:
     return detection_sheet(panels, path, columns=4, cell=320)
 
 
-def write_validation(readings: list[Reading], problems: list[str], out: str | Path, title: str = "") -> dict:
+def write_validation(readings: list[Reading], problems: list[str], out: str | Path,
+                     title: str = "") -> MaturityValidation:
     """Every output of ``drustage validate`` in ``out``; returns the metrics."""
     from drustage.evaluation.classification import plot_reliability
 
@@ -210,11 +250,10 @@ def write_validation(readings: list[Reading], problems: list[str], out: str | Pa
         raise ValueError("no readings to validate: no prediction matched a film of the age sheet")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = validation_metrics(readings)
-    metrics["problems"] = problems
+    metrics = validation_metrics(readings, problems)
     plot_age_by_stage(readings, out / "age_by_stage.png")
-    plot_reliability({f"{bone} {SEX_NAMES[sex]}": figures["reliability"]
-                      for bone, by_sex in metrics["bones"].items() for sex, figures in by_sex.items()},
+    plot_reliability({f"{bone} {SEX_NAMES[sex]}": list(figures.reliability)
+                      for bone, by_sex in metrics.bones.items() for sex, figures in by_sex.items()},
                      out / "reliability.png", "phase confidence against the age's phase")
     worst = worst_readings(readings)
     readings_sheet(worst, out / "worst_readings.png")
@@ -227,18 +266,18 @@ def write_validation(readings: list[Reading], problems: list[str], out: str | Pa
     markdown = validation_markdown(metrics, title)
     atomic_write_text(out / "report.md", markdown)
     atomic_write_text(out / "report.html", validation_html(metrics, title))
-    atomic_write_text(out / "validation.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(out / "validation.json", json.dumps(metrics.to_dict(), indent=2) + "\n")
     return metrics
 
 
-def summary_rows(metrics: dict) -> list[list[str]]:
+def summary_rows(metrics: MaturityValidation) -> list[list[str]]:
     rows = []
-    for bone, by_sex in metrics["bones"].items():
+    for bone, by_sex in metrics.bones.items():
         for sex, m in by_sex.items():
-            spearman = "—" if m["spearman"] is None else f"{m['spearman']:.3f}"
-            rows.append([bone, SEX_NAMES[sex], str(m["n"]), spearman, f"{m['phase_agrees_with_age']:.1%}",
-                         f"{m['phase_ece_against_age']:.3f}", str(m["implausible"]), str(m["implausible_unflagged"]),
-                         str(m["flagged"])])
+            spearman = "—" if m.spearman is None else f"{m.spearman:.3f}"
+            rows.append([bone, SEX_NAMES[sex], str(m.n), spearman, f"{m.phase_agrees_with_age:.1%}",
+                         f"{m.phase_ece_against_age:.3f}", str(m.implausible), str(m.implausible_unflagged),
+                         str(m.flagged)])
     return rows
 
 
@@ -246,33 +285,33 @@ SUMMARY_HEADER = ["bone", "sex", "n", "Spearman (expected stage, age)", "phase a
                   "ECE vs the age's phase", "implausible", "implausible, not flagged", "flagged for review"]
 
 
-def validation_markdown(metrics: dict, title: str = "") -> str:
+def validation_markdown(metrics: MaturityValidation, title: str = "") -> str:
     lines = [f"# Maturity validation{': ' + title if title else ''}", "",
-             f"{metrics['films']} films; implausible readings without a review flag: "
-             f"{metrics['implausible_unflagged_films']} films ({metrics['implausible_unflagged_share']:.1%}).",
-             f"Rule: {metrics['rule']}.", "",
+             f"{metrics.films} films; implausible readings without a review flag: "
+             f"{metrics.implausible_unflagged_films} films ({metrics.implausible_unflagged_share:.1%}).",
+             f"Rule: {metrics.rule}.", "",
              "| " + " | ".join(SUMMARY_HEADER) + " |", "|" + "---|" * len(SUMMARY_HEADER)]
     lines += ["| " + " | ".join(row) + " |" for row in summary_rows(metrics)]
     lines += ["", "![ages per stage](age_by_stage.png)", "", "![reliability](reliability.png)", "",
               "Worst readings (implausible first):", "", "![worst readings](worst_readings.png)", ""]
-    if metrics["problems"]:
-        lines += [f"{len(metrics['problems'])} item(s) not read:", ""]
-        lines += [f"- {p}" for p in metrics["problems"][:50]]
+    if metrics.problems:
+        lines += [f"{len(metrics.problems)} item(s) not read:", ""]
+        lines += [f"- {p}" for p in metrics.problems[:50]]
     return "\n".join(lines) + "\n"
 
 
-def validation_table_html(metrics: dict) -> str:
+def validation_table_html(metrics: MaturityValidation) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in SUMMARY_HEADER)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
                    for row in summary_rows(metrics))
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def validation_html(metrics: dict, title: str = "", prefix: str = "") -> str:
+def validation_html(metrics: MaturityValidation, title: str = "", prefix: str = "") -> str:
     """The report as a page, or (with ``prefix``, the folder the pictures are in) as a section."""
-    section = (f"<p>{metrics['films']} films; implausible readings without a review flag: "
-               f"{metrics['implausible_unflagged_films']} ({metrics['implausible_unflagged_share']:.1%}). "
-               f"Rule: {html.escape(metrics['rule'])}.</p>{validation_table_html(metrics)}"
+    section = (f"<p>{metrics.films} films; implausible readings without a review flag: "
+               f"{metrics.implausible_unflagged_films} ({metrics.implausible_unflagged_share:.1%}). "
+               f"Rule: {html.escape(metrics.rule)}.</p>{validation_table_html(metrics)}"
                f'<figure><img src="{prefix}age_by_stage.png" alt="ages per stage"></figure>'
                f'<figure><img src="{prefix}reliability.png" alt="reliability diagram"></figure>'
                f'<h3>Worst readings (implausible first)</h3>'
