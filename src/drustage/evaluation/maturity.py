@@ -16,6 +16,7 @@ import csv
 import html
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -173,7 +174,7 @@ def bone_sex_metrics(readings: list[Reading]) -> BoneSexValidation:
     )
 
 
-def validation_metrics(readings: list[Reading], problems: list[str] = ()) -> MaturityValidation:
+def validation_metrics(readings: list[Reading], problems: Sequence[str] = ()) -> MaturityValidation:
     """Every bone's and sex's figures, and how many films were read implausibly without a flag."""
     bones = {}
     for bone in BONES:
