@@ -12,6 +12,8 @@ from drustage.models.config import DetectorConfig
 from drustage.models.detector import build_detector
 from drustage.data.detection import BoxAugmentation, DetectionSet, box_iou
 from drustage.evaluation.detection import DetectionMetrics, held_out_ids
+from drustage.imaging import load_radiograph
+from drustage.inference.detector import Detector
 from drustage.training.config import DetectorTrainConfig
 from drustage.training.detector import _set_phase, _training_loader, schedule_phases, train_detector
 
@@ -112,6 +114,15 @@ def test_train_evaluate_and_crop(quick_dataset, tiny_detector, tmp_path, capsys)
         assert true_box == pytest.approx(truth[row.image_id, row.bone], abs=0.06)
         # IoU does not depend on scale, so boxes mapped back to original pixels keep it
         assert box_iou((row.x1, row.y1, row.x2, row.y2), true_box) == pytest.approx(row.iou, abs=0.02)
+    # the evaluation reads each film as predict does: the same kept boxes and scores
+    detector = Detector.from_checkpoint(checkpoint, threshold=0.0)
+    dataset = read_dataset(quick_dataset)
+    for record in dataset.records:
+        found = detector(load_radiograph(dataset.path_of(record)).image)
+        for bone in ("radius", "ulna"):
+            row = cases[(cases.image_id == record.image_id) & (cases.bone == bone)].iloc[0]
+            assert (row.x1, row.y1, row.x2, row.y2) == pytest.approx(found[bone].box, abs=0.1)
+            assert row.score == pytest.approx(found[bone].score, abs=1e-4)
     # --held-out-of: the test images of another run (e.g. the one a fine-tune started from)
     first_three = [r.image_id for r in read_dataset(quick_dataset).records[:3]]
     other = dict(payload, data={**payload["data"], "test_ids_by_dataset": {quick_dataset.name: first_three}})

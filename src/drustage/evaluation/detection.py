@@ -14,10 +14,10 @@ from drustage.data.detection import LABELS, DetectionSet, box_iou, boxed_records
 from drustage.data.layout import Dataset
 from drustage.imaging import load_radiograph
 from drustage.inference.checkpoints import load_checkpoint
-from drustage.inference.detector import Detector, detections_on_cpu, detector_input_side, load_detector
+from drustage.inference.detector import (Detector, detections_on_cpu, detector_input_side, load_detector,
+                                        rescued_boxes)
 from drustage.inference.device import mixed_precision
 from drustage.io_utils import atomic_write_text
-from drustage.models.detector import best_boxes
 from drustage.stages import BONES
 from drustage.thresholds import DETECTION_THRESHOLD
 
@@ -101,22 +101,28 @@ class DetectorRun:
         return x1 <= (box[0] + box[2]) / 2 <= x2 and y1 <= (box[1] + box[3]) / 2 <= y2
 
 
-def run_detector_on(model, data: DetectionSet, batch: int = 4, threshold: float = DETECTION_THRESHOLD) -> DetectorRun:
+def run_detector_on(model, data: DetectionSet, threshold: float = DETECTION_THRESHOLD) -> DetectorRun:
+    """The model's outputs and kept boxes on every film of ``data``, one film per pass as
+    ``predict`` reads them (a batch pads its films to one size, which moves boxes: the demo
+    detector's held-out real ulnae centred fell from 95.9% to 93.5% read in fours)."""
     run = DetectorRun([], [], [], [])
     model.eval()
     device = next(model.parameters()).device
-    for start in range(0, len(data), batch):
-        items = [data[i] for i in range(start, min(start + batch, len(data)))]
+
+    def network(image: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.inference_mode(), mixed_precision(device):
-            outputs = model([image.to(device) for image, _ in items])
-        outputs = [detections_on_cpu(output) for output in outputs]
-        for (image, target), output in zip(items, outputs):
-            run.predictions.append({k: output[k] for k in ("boxes", "scores", "labels")})
-            run.truths.append({"boxes": target["boxes"], "labels": target["labels"]})
-            run.found.append(best_boxes(output, tuple(image.shape[-2:]), threshold))
-            run.true_boxes.append({bone: tuple(target["boxes"][int(match[0])].tolist())
-                                   for bone, label in LABELS.items()
-                                   if len(match := (target["labels"] == label).nonzero())})
+            return detections_on_cpu(model([image.to(device)])[0])
+
+    for index in range(len(data)):
+        image, target = data[index]
+        found, output = rescued_boxes(lambda mirrored: network(image.flip(-1) if mirrored else image),
+                                      tuple(image.shape[-2:]), threshold)
+        run.predictions.append(output)
+        run.truths.append({"boxes": target["boxes"], "labels": target["labels"]})
+        run.found.append(found)
+        run.true_boxes.append({bone: tuple(target["boxes"][int(match[0])].tolist())
+                               for bone, label in LABELS.items()
+                               if len(match := (target["labels"] == label).nonzero())})
     return run
 
 
@@ -148,10 +154,9 @@ def detector_metrics(run: DetectorRun) -> DetectionMetrics:
                             **per_bone)
 
 
-def evaluate_detector_on(model, data: DetectionSet, batch: int = 4,
-                         threshold: float = DETECTION_THRESHOLD) -> DetectionMetrics:
+def evaluate_detector_on(model, data: DetectionSet, threshold: float = DETECTION_THRESHOLD) -> DetectionMetrics:
     """``detector_metrics`` of the model on ``data``."""
-    return detector_metrics(run_detector_on(model, data, batch, threshold))
+    return detector_metrics(run_detector_on(model, data, threshold))
 
 
 def held_out_ids(payload: dict, dataset: Dataset) -> set[str]:
