@@ -8,15 +8,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from drustage.data.detection import LABELS, DetectionSet, box_iou, boxed_records
 from drustage.data.layout import Dataset
 from drustage.imaging import load_radiograph
 from drustage.inference.checkpoints import load_checkpoint
-from drustage.inference.detector import (Detector, detections_on_cpu, detector_input_side, load_detector,
+from drustage.inference.detector import (Detector, TorchDetectorBackend, detector_input_side, load_detector,
                                         rescued_boxes)
-from drustage.inference.device import mixed_precision
 from drustage.io_utils import atomic_write_text
 from drustage.stages import BONES
 from drustage.thresholds import DETECTION_THRESHOLD
@@ -107,15 +105,10 @@ def run_detector_on(model, data: DetectionSet, threshold: float = DETECTION_THRE
     detector's held-out real ulnae centred fell from 95.9% to 93.5% read in fours)."""
     run = DetectorRun([], [], [], [])
     model.eval()
-    device = next(model.parameters()).device
-
-    def network(image: torch.Tensor) -> dict[str, torch.Tensor]:
-        with torch.inference_mode(), mixed_precision(device):
-            return detections_on_cpu(model([image.to(device)])[0])
-
+    backend = TorchDetectorBackend(model, next(model.parameters()).device)
     for index in range(len(data)):
         image, target = data[index]
-        found, output = rescued_boxes(lambda mirrored: network(image.flip(-1) if mirrored else image),
+        found, output = rescued_boxes(lambda mirrored: backend.detect(image.flip(-1) if mirrored else image),
                                       tuple(image.shape[-2:]), threshold)
         run.predictions.append(output)
         run.truths.append({"boxes": target["boxes"], "labels": target["labels"]})

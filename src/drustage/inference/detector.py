@@ -70,8 +70,8 @@ def rescued_boxes(network: Callable[[bool], dict[str, torch.Tensor]], size: tupl
     mirrored = network(True)
     boxes = mirrored["boxes"].clone()
     boxes[:, [0, 2]] = size[1] - mirrored["boxes"][:, [2, 0]]
-    merged = {key: torch.cat([output[key], boxes if key == "boxes" else mirrored[key]])
-              for key in ("boxes", "scores", "labels")}
+    mirrored = {**mirrored, "boxes": boxes}
+    merged = {key: torch.cat([output[key], mirrored[key]]) for key in ("boxes", "scores", "labels")}
     keep = batched_nms(merged["boxes"], merged["scores"], merged["labels"], MERGE_IOU)
     merged = {key: value[keep] for key, value in merged.items()}
     return best_boxes(merged, size, threshold), merged
@@ -86,9 +86,12 @@ class TorchDetectorBackend:
         self.model = model.to(self.device)
 
     def __call__(self, pixels: np.ndarray) -> dict[str, torch.Tensor]:
-        image = torch.from_numpy(pixels.astype(np.float32) / 255.0)[None].to(self.device)
+        return self.detect(torch.from_numpy(pixels.astype(np.float32) / 255.0)[None])
+
+    def detect(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The output on one (1, H, W) image in [0, 1]."""
         with torch.inference_mode(), mixed_precision(self.device):
-            output = self.model([image])[0]
+            output = self.model([image.to(self.device)])[0]
         return detections_on_cpu(output)
 
 
