@@ -1,7 +1,9 @@
-"""Detector speed on CPU for each backbone: latency per radiograph (median of 20 after warm-up)
-and training time per 100 iterations (batch 2), on full-size phantoms.
+"""Detector speed on CPU for each backbone and memory layout of the convolutions: latency per
+radiograph (median of 20 after warm-up) and training time per 100 iterations (batch 2), on
+full-size phantoms. The library runs channels-last (the layout its oneDNN convolutions prefer).
 
-    python bench/bench_detector.py [--backbones zfnet mobilenet_v3 resnet18_fpn] [--iterations 20]
+    python bench/bench_detector.py [--backbones zfnet mobilenet_v3 resnet18_fpn]
+        [--layouts contiguous channels_last] [--iterations 20]
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ from drustage.models.detector import build_detector
 from drustage.synth.writer import SynthConfig, generate_dataset
 from drustage.data.detection import BoxAugmentation, DetectionSet, collate_detections
 
+LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbones", nargs="+", default=list(BACKBONES))
+    parser.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=list(LAYOUTS))
     parser.add_argument("--iterations", type=int, default=20, help="training iterations timed (scaled to 100)")
     parser.add_argument("--min-size", type=int, default=384)
     parser.add_argument("--max-size", type=int, default=512)
@@ -38,10 +43,10 @@ def main() -> None:
 
         full = [load_radiograph(dataset.path_of(r)).image for r in dataset.records[:4]]
         data = DetectionSet(dataset, list(dataset.records), args.max_size, BoxAugmentation())
-        for backbone in args.backbones:
+        for backbone, layout in ((b, layout) for b in args.backbones for layout in args.layouts):
             torch.manual_seed(0)
             model = build_detector(DetectorConfig(backbone=backbone, min_size=args.min_size, max_size=args.max_size))
-            model.eval()
+            model.to(memory_format=LAYOUTS[layout]).eval()
             times = []
             with torch.inference_mode():
                 for i in range(25):  # 5 warm-up, 20 timed; includes the downscale from full size
@@ -65,10 +70,10 @@ def main() -> None:
                         break
             per_100 = (time.perf_counter() - start) / args.iterations * 100
             parameters = sum(p.numel() for p in model.parameters()) / 1e6
-            rows.append((backbone, f"{parameters:.1f}", f"{statistics.median(times) * 1000:.0f}",
+            rows.append((backbone, layout, f"{parameters:.1f}", f"{statistics.median(times) * 1000:.0f}",
                          f"{np.percentile(times, 95) * 1000:.0f}", f"{per_100:.0f}"))
     print(f"detector input {args.min_size}-{args.max_size} px, CPU threads {torch.get_num_threads()}")
-    header = ("backbone", "params (M)", "latency median (ms)", "latency p95 (ms)", "train s / 100 it")
+    header = ("backbone", "layout", "params (M)", "latency median (ms)", "latency p95 (ms)", "train s / 100 it")
     print_table(header, rows)
 
 

@@ -83,7 +83,7 @@ class TorchDetectorBackend:
 
     def __init__(self, model: torch.nn.Module, device: str | torch.device = DEFAULT_DEVICE):
         self.device = resolve_device(device)
-        self.model = model.to(self.device)
+        self.model = model.to(self.device, memory_format=torch.channels_last)
 
     def __call__(self, pixels: np.ndarray) -> dict[str, torch.Tensor]:
         return self.detect(torch.from_numpy(pixels.astype(np.float32) / 255.0)[None])
