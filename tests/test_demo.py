@@ -7,6 +7,7 @@ import pytest
 
 from drustage.demo import (
     MIN_REAL_FILMS,
+    PROJECT_BOX_FILES,
     QUICK,
     default_real_boxes,
     prepare_real,
@@ -38,7 +39,7 @@ def test_quick_demo_end_to_end_and_resume(tmp_path, real_folder_or_none, monkeyp
     if real is not None:
         # the detector learned from the boxed real films too; the real predictions shown are held-out ones
         real_sets = [real_folder_name(i, boxes) for i, (boxes, _) in enumerate(default_real_boxes())]
-        assert real_sets[0] == "real" and len(real_sets) == 3  # every box file is a dataset of its own
+        assert real_sets[0] == "real" and len(real_sets) == len(PROJECT_BOX_FILES)  # each box file a dataset
         steps = ["phantoms", *real_sets, "detector", "aged", "radius", "ulna"]
         # the quick detector boxes too few films with a bone age for the classifiers to learn from
         assert "learn from phantoms only" in messages[steps.index("aged") + 1]
