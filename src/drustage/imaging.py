@@ -153,6 +153,14 @@ def downscale(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     return np.asarray(pil), scale
 
 
+def box_in_original(box: tuple[float, ...], scale: float, shape: tuple[int, ...]) -> tuple[float, ...]:
+    """A box in ``downscale``'s pixels mapped back to the original image's, clipped to its
+    ``shape``: the downscaled size is rounded, so a box at its edge can map back past the image
+    by a pixel."""
+    limits = np.array(shape[1::-1] * 2, dtype=float)
+    return tuple(np.minimum(np.array(box, dtype=float) / scale, limits).tolist())
+
+
 def is_dicom_without_preamble(head: bytes) -> bool:
     """Whether a file's first bytes are a DICOM stream written without its 128-byte preamble: a
     group 0002 or 0008 element in explicit VR little endian (tag, then a two-letter VR)."""

@@ -4,7 +4,6 @@ size, split seeded, and augmented (flip, affine, exposure) with the boxes moving
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,25 +14,21 @@ from drustage.imaging import downscale, load_radiograph
 from drustage.stages import BONES
 
 __all__ = ["LABELS", "DetectionSet", "box_iou", "boxed_records", "collate_detections",
-           "load_resized", "split_records"]
+           "split_records"]
 
 log = logging.getLogger(__name__)
 
 LABELS = {bone: i + 1 for i, bone in enumerate(BONES)}  # 1 radius, 2 ulna
 
 
-def load_resized(path: Path, max_side: int) -> tuple[np.ndarray, float]:
-    """A radiograph as uint8 with its longer side at most ``max_side``, and the scale used."""
-    return downscale(load_radiograph(path).image, max_side)
-
-
 def _load_item(task):
     path, boxes, max_side = task
     try:
-        pixels, scale = load_resized(path, max_side)
+        image = load_radiograph(path).image
     except ValueError as error:
         return str(error)
-    return pixels, {bone: tuple(v * scale for v in box) for bone, box in boxes.items()}, scale
+    pixels, scale = downscale(image, max_side)
+    return pixels, {bone: tuple(v * scale for v in box) for bone, box in boxes.items()}, scale, image.shape
 
 
 class DetectionSet(torch.utils.data.Dataset):
@@ -56,6 +51,7 @@ class DetectionSet(torch.utils.data.Dataset):
         self.items = []
         self.records = []
         self.scales = []  # detector pixels per original pixel
+        self.original_shapes = []
         for record, item in zip(records, loaded):
             if isinstance(item, str):
                 log.warning("skipped: %s", item)
@@ -63,6 +59,7 @@ class DetectionSet(torch.utils.data.Dataset):
             self.items.append(item[:2])
             self.records.append(record)
             self.scales.append(item[2])
+            self.original_shapes.append(item[3])
         self.transform = augment.transform() if augment is not None else None
 
     def __len__(self) -> int:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
-from drustage.imaging import downscale
+from drustage.imaging import box_in_original, downscale
 from drustage.inference.checkpoints import load_checkpoint, mismatch_error
 from drustage.inference.device import DEFAULT_DEVICE, mixed_precision, resolve_device
 from drustage.models.config import DetectorConfig
@@ -113,8 +113,5 @@ class Detector:
         pixels, scale = downscale(image, self.max_side)
         found, _ = rescued_boxes(lambda mirrored: self.backend(np.ascontiguousarray(pixels[:, ::-1]) if mirrored
                                                                else pixels), pixels.shape, self.threshold)
-        # the downscaled size is rounded, so a box at its edge can map back past the image by a pixel
-        limits = np.array(image.shape[::-1] * 2, dtype=float)
-        return {bone: replace(d, box=None if d.box is None
-                              else tuple(np.minimum(np.array(d.box) / scale, limits).tolist()))
+        return {bone: replace(d, box=None if d.box is None else box_in_original(d.box, scale, image.shape))
                 for bone, d in found.items()}
