@@ -144,10 +144,27 @@ def detection_sheet(panels, out: str | Path, columns: int = 6, cell: int = 256) 
     return out
 
 
+# Pillow's bundled font has no glyph for these and draws a box in their place
+_DRAWABLE = str.maketrans({"\u2013": "-", "\u2014": "-", "\u2265": ">=", "\u2264": "<=", "\u00d7": "x"})
+
+
 def _wrap(text: str, width: int) -> list[str]:
     import textwrap
 
-    return textwrap.wrap(text, width) or [""]
+    return textwrap.wrap(text.translate(_DRAWABLE), width) or [""]
+
+
+def review_lines(reasons: list[str], room: int, width: int = 50) -> list[str]:
+    """The review reasons wrapped to ``width`` characters in at most ``room`` lines: when they do
+    not all fit, the last line says how many more the JSON holds, so none is lost silently."""
+    lines: list[str] = []
+    for index, reason in enumerate(reasons):
+        wrapped = _wrap(reason, width)
+        more = len(reasons) - index
+        if len(lines) + len(wrapped) + (more > 1) > room:  # keep a line for the note while more follow
+            return lines + [f"+ {more} more reason{'s' if more > 1 else ''}: see the JSON"]
+        lines += wrapped
+    return lines
 
 
 def heatmap_rgb(crop: np.ndarray, heat: np.ndarray | None) -> np.ndarray:
@@ -226,10 +243,9 @@ def render_overlay(image: np.ndarray, report: StageReport, crops: dict[str, np.n
         y += 6
         pdraw.text((12, y), "REVIEW NEEDED", fill=(255, 190, 0), font=_font(18))
         y += 24
-        for reason in report.review_reasons:
-            for line in _wrap(reason, 50):
-                pdraw.text((12, y), line, fill=(255, 210, 120), font=_font(13))
-                y += 16
+        for line in review_lines(report.review_reasons, max(1, (height - y) // 16)):
+            pdraw.text((12, y), line, fill=(255, 210, 120), font=_font(13))
+            y += 16
     sheet = Image.new("RGB", (view.width + panel_w, height))
     sheet.paste(view, (0, 0))
     sheet.paste(panel, (view.width, 0))
