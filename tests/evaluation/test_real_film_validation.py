@@ -33,11 +33,17 @@ def test_validation_reports_correlation_implausible_reads_and_pictures(aged_case
     assert metrics.implausible_unflagged_films == 1  # film 1: read mature at 3 y and not flagged
     assert metrics.implausible_unflagged_share == pytest.approx(1 / len(films))
     assert radius["F"].per_class["R7"].published_mean_age == 11.4
+    # without film 0's uncertain box the girls' radius reads in age order; given boxes count as sure
+    assert radius["F"].confident_boxes == radius["F"].n - 1 and radius["M"].confident_boxes == radius["M"].n
+    assert radius["F"].spearman_confident_boxes > radius["F"].spearman + 0.05
+    assert radius["M"].spearman_confident_boxes == radius["M"].spearman
+    assert ulna["F"].spearman_confident_boxes == ulna["F"].spearman
     worst = worst_readings(readings)
     assert worst[0].implausible and not worst[0].needs_review
     with open(tmp_path / "v/cases.csv") as handle:
         assert len(list(csv.DictReader(handle))) == len(readings)
-    assert "implausible, not flagged" in (tmp_path / "v/report.md").read_text()
+    report = (tmp_path / "v/report.md").read_text()
+    assert "implausible, not flagged" in report and "Spearman, boxes given or scoring ≥ 0.8 (n)" in report
     stored = json.loads((tmp_path / "v/validation.json").read_text())
     assert stored == json.loads(json.dumps(metrics.to_dict())) and stored["films"] == len(films)
     assert stored["bones"]["radius"]["F"]["per_class"]["R7"]["published_mean_age"] == 11.4
@@ -56,6 +62,7 @@ def test_cli_validate_from_predictions(aged_case, quick_dataset, tmp_path, capsy
                  str(tmp_path / "v"), "--images-root", str(quick_dataset / "images"), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "implausible readings without a review flag: 2 of 12 films" in out
+    assert "on the 5 boxes needing no review" in out  # the girls' radius: film 0's box scored 0.6
     assert main(["validate", "--sheet", str(sheet), "--predictions", str(tmp_path), "--out",
                  str(tmp_path / "w")]) == 1
     assert "no prediction reports" in capsys.readouterr().err

@@ -143,9 +143,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     metrics = write_validation(readings, problems + unmatched, args.out, title=Path(args.sheet).name)
     for bone, by_sex in metrics.bones.items():
         for sex, m in by_sex.items():
-            spearman = "n/a" if m.spearman is None else f"{m.spearman:.3f}"
-            print(f"{bone} {sex}: n={m.n} spearman {spearman}, implausible {m.implausible} "
-                  f"({m.implausible_unflagged} not flagged)")
+            spearman, confident = ("n/a" if v is None else f"{v:.3f}" for v in (m.spearman, m.spearman_confident_boxes))
+            print(f"{bone} {sex}: n={m.n} spearman {spearman} ({confident} on the {m.confident_boxes} boxes needing "
+                  f"no review), implausible {m.implausible} ({m.implausible_unflagged} not flagged)")
     print(f"implausible readings without a review flag: {metrics.implausible_unflagged_films} of "
           f"{metrics.films} films; wrote {args.out}/report.html")
     return 0

@@ -6,8 +6,10 @@ the age. Per bone and sex this reports the Spearman correlation of the expected 
 probability-weighted class) with age, the ages per predicted stage beside the growth table's
 means, the implausible readings (``growth.implausible_for_age``) and how many of them the
 predictor left unflagged, and a reliability diagram of the phase confidence against the phase the
-age implies. Writes ``validation.json``, ``report.md``, ``report.html``, ``cases.csv`` and the
-pictures.
+age implies; the Spearman correlation again over the films whose box needs no review (given, or
+detected with a score of at least ``REVIEW_DETECTION_SCORE``) tells the classifier's share of
+the figure from the detector's failures. Writes ``validation.json``, ``report.md``,
+``report.html``, ``cases.csv`` and the pictures.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from drustage.data.aged_films import AgedFilm
 from drustage.growth import PLAUSIBLE_AGE_MARGIN_YEARS, PatientInfo, expected_stage_for_age, mean_age_at
 from drustage.io_utils import atomic_write_text
 from drustage.stages import BONES, PHASES, get_scheme
+from drustage.thresholds import REVIEW_DETECTION_SCORE
 
 SEX_NAMES = {"F": "girls", "M": "boys"}
 
@@ -49,6 +52,7 @@ class Reading:
     implausible: str | None  # the reason, or None
     needs_review: bool
     box: tuple[float, float, float, float]
+    detection_score: float | None  # None: the box was given, not detected
 
 
 def readings_from_reports(reports: list[dict], films: list[AgedFilm]) -> tuple[list[Reading], list[str]]:
@@ -84,7 +88,8 @@ def readings_from_reports(reports: list[dict], films: list[AgedFilm]) -> tuple[l
                 expected_class=float(probabilities @ np.arange(offset, len(probabilities) + offset)),
                 age_phase=expected_stage_for_age(bone, film.age_years, film.sex).phase,
                 implausible=implausible_reading(scheme, result["prediction"], patient),
-                needs_review=bool(report["needs_review"]), box=tuple(result["box"])))
+                needs_review=bool(report["needs_review"]), box=tuple(result["box"]),
+                detection_score=result.get("detection_score")))
     problems += [f"{f.path.name}: in the age sheet, no prediction" for f in films if f.path.name not in seen]
     return readings, problems
 
@@ -110,6 +115,10 @@ class BoneSexValidation:
 
     n: int
     spearman: float | None  # expected class against age; None when it cannot be computed
+    # the same over the films whose box was given or detected with a score needing no review:
+    # the classifier's share of the figure, apart from the detector's failures
+    confident_boxes: int
+    spearman_confident_boxes: float | None
     per_class: dict[str, ClassAges]
     implausible: int
     implausible_unflagged: int
@@ -143,14 +152,21 @@ class MaturityValidation:
                 "problems": list(self.problems)}
 
 
-def bone_sex_metrics(readings: list[Reading]) -> BoneSexValidation:
-    """Figures for one bone and one sex."""
+def _spearman(readings: list[Reading]) -> float | None:
     from scipy.stats import spearmanr
 
+    scores = np.array([r.expected_class for r in readings])
+    if len(readings) < 3 or np.ptp(scores) == 0:
+        return None
+    return float(spearmanr(scores, [r.age_years for r in readings]).statistic)
+
+
+def bone_sex_metrics(readings: list[Reading]) -> BoneSexValidation:
+    """Figures for one bone and one sex."""
     from drustage.evaluation.classification import expected_calibration_error, reliability_table
 
     ages = np.array([r.age_years for r in readings])
-    scores = np.array([r.expected_class for r in readings])
+    confident = [r for r in readings if r.detection_score is None or r.detection_score >= REVIEW_DETECTION_SCORE]
     scheme = readings[0].scheme
     classes = get_scheme(scheme, readings[0].bone).classes
     per_class = {}
@@ -163,7 +179,9 @@ def bone_sex_metrics(readings: list[Reading]) -> BoneSexValidation:
     implausible = [r for r in readings if r.implausible]
     return BoneSexValidation(
         n=len(readings),
-        spearman=float(spearmanr(scores, ages).statistic) if len(readings) > 2 and np.ptp(scores) > 0 else None,
+        spearman=_spearman(readings),
+        confident_boxes=len(confident),
+        spearman_confident_boxes=_spearman(confident),
         per_class=per_class,
         implausible=len(implausible),
         implausible_unflagged=sum(not r.needs_review for r in implausible),
@@ -238,7 +256,7 @@ def readings_sheet(readings: list[Reading], path: Path) -> Path:
             continue
         flag = ("IMPLAUSIBLE, " if r.implausible else "") + ("flagged" if r.needs_review else "not flagged")
         title = f"{Path(r.source).stem} {r.sex or '?'} {r.age_years:.1f}y {r.prediction} {r.confidence:.0%} {flag}"
-        panels.append((image, {r.bone: Detection(r.bone, r.box, 1.0)}, None, title))
+        panels.append((image, {r.bone: Detection(r.bone, r.box, r.detection_score or 1.0)}, None, title))
     return detection_sheet(panels, path, columns=4, cell=320)
 
 
@@ -276,13 +294,16 @@ def summary_rows(metrics: MaturityValidation) -> list[list[str]]:
     for bone, by_sex in metrics.bones.items():
         for sex, m in by_sex.items():
             spearman = "—" if m.spearman is None else f"{m.spearman:.3f}"
-            rows.append([bone, SEX_NAMES[sex], str(m.n), spearman, f"{m.phase_agrees_with_age:.1%}",
+            confident = "—" if m.spearman_confident_boxes is None else f"{m.spearman_confident_boxes:.3f}"
+            rows.append([bone, SEX_NAMES[sex], str(m.n), spearman, f"{confident} ({m.confident_boxes})",
+                         f"{m.phase_agrees_with_age:.1%}",
                          f"{m.phase_ece_against_age:.3f}", str(m.implausible), str(m.implausible_unflagged),
                          str(m.flagged)])
     return rows
 
 
-SUMMARY_HEADER = ["bone", "sex", "n", "Spearman (expected stage, age)", "phase as the age's",
+SUMMARY_HEADER = ["bone", "sex", "n", "Spearman (expected stage, age)",
+                  f"Spearman, boxes given or scoring ≥ {REVIEW_DETECTION_SCORE:g} (n)", "phase as the age's",
                   "ECE vs the age's phase", "implausible", "implausible, not flagged", "flagged for review"]
 
 
