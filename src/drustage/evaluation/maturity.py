@@ -256,7 +256,8 @@ def readings_sheet(readings: list[Reading], path: Path) -> Path:
             continue
         flag = ("IMPLAUSIBLE, " if r.implausible else "") + ("flagged" if r.needs_review else "not flagged")
         title = f"{Path(r.source).stem} {r.sex or '?'} {r.age_years:.1f}y {r.prediction} {r.confidence:.0%} {flag}"
-        panels.append((image, {r.bone: Detection(r.bone, r.box, r.detection_score or 1.0)}, None, title))
+        score = 1.0 if r.detection_score is None else r.detection_score  # a given box is sure
+        panels.append((image, {r.bone: Detection(r.bone, r.box, score)}, None, title))
     return detection_sheet(panels, path, columns=4, cell=320)
 
 
