@@ -248,6 +248,10 @@ def test_a_reading_implausible_for_the_patients_age_is_flagged_and_the_patient_n
         implausible = [r for r in report.review_reasons
                        if r.startswith("radius: ") and "implausible for the patient's age" in r]
         assert bool(implausible) == flagged, patient
+        # no bracing advice from a reading the check disbelieves; the stages read stay in it
+        assert (report.guidance["rule"] == "withheld") == flagged, patient
+        assert ("implausible for the patient's age" in report.guidance["wording"]) == flagged, patient
+        assert report.guidance["radius_phase"] == plain.guidance["radius_phase"] == "pre-peak"
     path = dataset.path_of(young)
     (tmp_path / "boxes.csv").write_text("file,bone,x1,y1,x2,y2\n" + "".join(
         f"{path.name},{bone},{','.join(str(v) for v in young.boxes[bone])}\n" for bone in ("radius", "ulna")))
@@ -307,9 +311,12 @@ def test_radius_and_ulna_stages_too_far_apart_are_flagged(trained):
     predictor.classify = lambda crops: {bone: readings[bone] for bone in crops}
     report = predictor.predict(load_radiograph(dataset.path_of(record)), boxes=record.boxes)
     assert any("radius R11 and ulna U2 are" in r for r in report.review_reasons) and report.needs_review
+    assert report.guidance["rule"] == "withheld" and "growth table" in report.guidance["wording"]
+    assert (report.guidance["radius_stage"], report.guidance["ulna_stage"]) == ("R11", "U2")
     readings["ulna"] = np.eye(9)[8]  # U9: one child
     report = predictor.predict(load_radiograph(dataset.path_of(record)), boxes=record.boxes)
     assert not any("apart on the growth table" in r for r in report.review_reasons)
+    assert report.guidance["rule"] == "mature"
 
 
 def test_a_manifest_expands_to_the_images_it_lists(tmp_path):

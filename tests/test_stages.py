@@ -2,7 +2,7 @@ import pytest
 
 from drustage.stages import (
     GROWTH_EVENTS, PHASES, Stage, all_stages, bracing_guidance, get_scheme, growth_events_at,
-    parse_stage, scheme_from_dict, stages_in_phase,
+    parse_stage, scheme_from_dict, stages_in_phase, withheld_guidance,
 )
 
 
@@ -123,6 +123,14 @@ def test_bracing_guidance_reports_inputs():
     assert guidance.radius_stage == "R7" and guidance.ulna_stage is None
     assert guidance.radius_phase == "peak" and guidance.ulna_phase == "peak"
     assert "fusion surgery can be considered" in bracing_guidance("R11", "U9").wording
+
+
+def test_withheld_guidance_gives_no_advice_and_keeps_the_reading():
+    guidance = withheld_guidance("R9", "U2", "radius and ulna are further apart than the growth table allows")
+    assert guidance.rule == "withheld" and "bracing" not in guidance.action
+    assert guidance.wording.startswith("No bracing guidance: radius and ulna are further apart")
+    assert "can be stopped" not in guidance.wording and "not a diagnosis" in guidance.disclaimer
+    assert (guidance.radius_stage, guidance.radius_phase, guidance.ulna_stage) == ("R9", "deceleration", "U2")
 
 
 def test_bracing_guidance_rejects_bad_input():

@@ -3,8 +3,8 @@
 A missing bone, a box the detector is unsure of, low classification confidence, a failed side
 inference, a reading implausible for the patient's age and sex (when given) or radius and ulna
 readings further apart than the growth table allows are flagged for human review rather than
-guessed. Reports carry no DICOM header content beyond geometry; the patient's sex and age are used
-for the checks and never written.
+guessed; the last two also withhold the bracing guidance. Reports carry no DICOM header content
+beyond geometry; the patient's sex and age are used for the checks and never written.
 
 With a ``stage`` scheme the phase is read first (the classes' probabilities summed per phase) and
 the stage is the most probable one inside that phase, so stage, phase and guidance always agree.
@@ -25,7 +25,7 @@ from drustage.inference.bundle import Bundle, check_member
 from drustage.inference.classifier import TorchClassifier, load_classifier
 from drustage.inference.detector import Detector
 from drustage.inference.device import DEFAULT_DEVICE, resolve_device
-from drustage.stages import BONES, PHASES, ClassScheme, Stage, bracing_guidance
+from drustage.stages import BONES, PHASES, ClassScheme, Stage, bracing_guidance, withheld_guidance
 from drustage.thresholds import DETECTION_THRESHOLD, MIN_CONFIDENCE, REVIEW_DETECTION_SCORE
 
 __all__ = ["RUNTIMES", "BoneResult", "Predictor", "StageReport", "hand_side", "infer_laterality"]
@@ -197,6 +197,7 @@ class Predictor:
             boxes = {bone: list(checked_box(box, width, height, f"{radiograph.meta.source}: {bone} box"))
                      for bone, box in boxes.items()}
         reasons: list[str] = []
+        inconsistencies: set[str] = set()  # what the checks found against the reading itself
         laterality, laterality_source = radiograph.meta.laterality, "metadata"
         if laterality is None:
             laterality, laterality_source = hand_side(image, boxes)
@@ -226,6 +227,7 @@ class Predictor:
                     reason = implausible_reading(scheme, result.prediction, patient)
                     if reason:
                         reasons.append(f"{bone}: {reason}")
+                        inconsistencies.add("the reading is implausible for the patient's age")
             results[bone] = result
         both_staged = results["radius"].scheme == results["ulna"].scheme == "stage"
         if both_staged and all(r.prediction for r in results.values()):
@@ -233,9 +235,12 @@ class Predictor:
                                  Stage("ulna", int(results["ulna"].prediction[1:])))
             if reason:
                 reasons.append(reason)
+                inconsistencies.add("radius and ulna are further apart than the growth table allows")
         guidance = None
         if results["radius"].phase and results["ulna"].phase:
-            guidance = bracing_guidance(_stage_or_phase(results["radius"]), _stage_or_phase(results["ulna"])).to_dict()
+            readings = _stage_or_phase(results["radius"]), _stage_or_phase(results["ulna"])
+            guidance = (withheld_guidance(*readings, " and ".join(sorted(inconsistencies))) if inconsistencies
+                        else bracing_guidance(*readings)).to_dict()
         height, width = image.shape
         return StageReport(
             source=radiograph.meta.source, input_sha256=input_sha256, image_size=[height, width],

@@ -9,11 +9,12 @@ classification) as summarised in the reference paper; see ``shared/reference/dru
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 __all__ = ["BracingGuidance", "ClassScheme", "DISCLAIMER", "GrowthEvent", "Stage", "all_stages", "bracing_guidance",
-           "get_scheme", "growth_events_at", "parse_stage", "phase_of", "scheme_from_dict", "stages_in_phase"]
+           "get_scheme", "growth_events_at", "parse_stage", "phase_of", "scheme_from_dict", "stages_in_phase",
+           "withheld_guidance"]
 
 Bone = Literal["radius", "ulna"]
 BONES: tuple[Bone, ...] = ("radius", "ulna")
@@ -309,6 +310,14 @@ def _stage_or_phase(value: Stage | str, bone: Bone) -> tuple[Stage | None, str]:
         return None, value
     stage = parse_stage(value, bone)
     return stage, stage.phase
+
+
+def withheld_guidance(radius: Stage | str, ulna: Stage | str, why: str) -> BracingGuidance:
+    """No bracing advice for a reading the checks found inconsistent (``why``: implausible for the
+    patient's age, or radius and ulna too far apart): advice drawn from a reading the tool does
+    not believe is the confidently wrong output it must never give."""
+    return replace(bracing_guidance(radius, ulna), rule="withheld", action="withheld: review the film",
+                   wording=f"No bracing guidance: {why}. Stage the film by eye before any bracing decision.")
 
 
 def bracing_guidance(radius: Stage | str, ulna: Stage | str) -> BracingGuidance:
