@@ -248,6 +248,7 @@ def test_a_reading_implausible_for_the_patients_age_is_flagged_and_the_patient_n
         implausible = [r for r in report.review_reasons
                        if r.startswith("radius: ") and "implausible for the patient's age" in r]
         assert bool(implausible) == flagged, patient
+        assert not flagged or report.review_reasons[0] == implausible[0]  # first: an overlay folds the last
         # no bracing advice from a reading the check disbelieves; the stages read stay in it
         assert (report.guidance["rule"] == "withheld") == flagged, patient
         assert ("implausible for the patient's age" in report.guidance["wording"]) == flagged, patient
@@ -307,10 +308,13 @@ def test_radius_and_ulna_stages_too_far_apart_are_flagged(trained):
     record = dataset.records[0]
     predictor = Predictor(load_bundle(bundle_dir))
     predictor.schemes = {bone: get_scheme("stage", bone) for bone in ("radius", "ulna")}
-    readings = {"radius": np.eye(11)[10], "ulna": np.eye(9)[1]}  # R11 with U2
+    # R11 (unsure: phase confidence 0.55) with U2
+    readings = {"radius": 0.55 * np.eye(11)[10] + 0.45 * np.eye(11)[0], "ulna": np.eye(9)[1]}
     predictor.classify = lambda crops: {bone: readings[bone] for bone in crops}
     report = predictor.predict(load_radiograph(dataset.path_of(record)), boxes=record.boxes)
     assert any("radius R11 and ulna U2 are" in r for r in report.review_reasons) and report.needs_review
+    assert report.review_reasons[0].startswith("radius R11 and ulna U2 are")  # before the low confidence
+    assert report.review_reasons[1].startswith("radius classification confidence 0.55")
     assert report.guidance["rule"] == "withheld" and "growth table" in report.guidance["wording"]
     assert (report.guidance["radius_stage"], report.guidance["ulna_stage"]) == ("R11", "U2")
     readings["ulna"] = np.eye(9)[8]  # U9: one child

@@ -197,7 +197,10 @@ class Predictor:
             boxes = {bone: list(checked_box(box, width, height, f"{radiograph.meta.source}: {bone} box"))
                      for bone, box in boxes.items()}
         reasons: list[str] = []
-        inconsistencies: set[str] = set()  # what the checks found against the reading itself
+        # readings the growth-table checks disbelieve: listed first (an overlay folds the last
+        # reasons), and they withhold the guidance
+        contradictions: list[str] = []
+        inconsistencies: set[str] = set()
         laterality, laterality_source = radiograph.meta.laterality, "metadata"
         if laterality is None:
             laterality, laterality_source = hand_side(image, boxes)
@@ -226,7 +229,7 @@ class Predictor:
                 if patient is not None and patient.age_years is not None:
                     reason = implausible_reading(scheme, result.prediction, patient)
                     if reason:
-                        reasons.append(f"{bone}: {reason}")
+                        contradictions.append(f"{bone}: {reason}")
                         inconsistencies.add("the reading is implausible for the patient's age")
             results[bone] = result
         both_staged = results["radius"].scheme == results["ulna"].scheme == "stage"
@@ -234,13 +237,14 @@ class Predictor:
             reason = discordance(Stage("radius", int(results["radius"].prediction[1:])),
                                  Stage("ulna", int(results["ulna"].prediction[1:])))
             if reason:
-                reasons.append(reason)
+                contradictions.append(reason)
                 inconsistencies.add("radius and ulna are further apart than the growth table allows")
         guidance = None
         if results["radius"].phase and results["ulna"].phase:
             readings = _stage_or_phase(results["radius"]), _stage_or_phase(results["ulna"])
             guidance = (withheld_guidance(*readings, " and ".join(sorted(inconsistencies))) if inconsistencies
                         else bracing_guidance(*readings)).to_dict()
+        reasons = contradictions + reasons
         height, width = image.shape
         return StageReport(
             source=radiograph.meta.source, input_sha256=input_sha256, image_size=[height, width],
