@@ -197,10 +197,9 @@ class Predictor:
             boxes = {bone: list(checked_box(box, width, height, f"{radiograph.meta.source}: {bone} box"))
                      for bone, box in boxes.items()}
         reasons: list[str] = []
-        # readings the growth-table checks disbelieve: listed first (an overlay folds the last
-        # reasons), and they withhold the guidance
-        contradictions: list[str] = []
-        inconsistencies: set[str] = set()
+        # readings the growth-table checks disbelieve, by what the check found: listed first (an
+        # overlay folds the last reasons), and they withhold the guidance
+        contradictions: dict[str, list[str]] = {}
         laterality, laterality_source = radiograph.meta.laterality, "metadata"
         if laterality is None:
             laterality, laterality_source = hand_side(image, boxes)
@@ -229,22 +228,21 @@ class Predictor:
                 if patient is not None and patient.age_years is not None:
                     reason = implausible_reading(scheme, result.prediction, patient)
                     if reason:
-                        contradictions.append(f"{bone}: {reason}")
-                        inconsistencies.add("the reading is implausible for the patient's age")
+                        contradictions.setdefault("the reading is implausible for the patient's age",
+                                                  []).append(f"{bone}: {reason}")
             results[bone] = result
         both_staged = results["radius"].scheme == results["ulna"].scheme == "stage"
         if both_staged and all(r.prediction for r in results.values()):
             reason = discordance(Stage("radius", int(results["radius"].prediction[1:])),
                                  Stage("ulna", int(results["ulna"].prediction[1:])))
             if reason:
-                contradictions.append(reason)
-                inconsistencies.add("radius and ulna are further apart than the growth table allows")
+                contradictions["radius and ulna are further apart than the growth table allows"] = [reason]
         guidance = None
         if results["radius"].phase and results["ulna"].phase:
             readings = _stage_or_phase(results["radius"]), _stage_or_phase(results["ulna"])
-            guidance = (withheld_guidance(*readings, " and ".join(sorted(inconsistencies))) if inconsistencies
+            guidance = (withheld_guidance(*readings, " and ".join(sorted(contradictions))) if contradictions
                         else bracing_guidance(*readings)).to_dict()
-        reasons = contradictions + reasons
+        reasons = [reason for found in contradictions.values() for reason in found] + reasons
         height, width = image.shape
         return StageReport(
             source=radiograph.meta.source, input_sha256=input_sha256, image_size=[height, width],
