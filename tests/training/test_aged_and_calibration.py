@@ -4,7 +4,12 @@ import torch
 
 from drustage.cli import main
 from drustage.data.layout import read_dataset
-from drustage.evaluation.classification import expected_calibration_error, probability_metrics, reliability_table
+from drustage.evaluation.classification import (
+    expected_calibration_error,
+    probability_metrics,
+    rank_correlation,
+    reliability_table,
+)
 from drustage.inference.checkpoints import load_checkpoint
 from drustage.inference.classifier import expected_class, load_classifier
 from drustage.stages import get_scheme
@@ -69,6 +74,11 @@ def test_stage_metrics_carry_the_phase_reading_and_calibration():
     assert expected_class(probabilities)[4] > expected_class(probabilities)[0]
     ages = np.arange(10.0)
     assert within_sex_spearman(ages * 2, ages, ["F"] * 10) == {"F": pytest.approx(1.0)}
+    # per sex, reversed order reads -1, and a sex with under 5 films or one constant score is left out
+    sexes = ["F"] * 6 + ["M"] * 4
+    assert within_sex_spearman(-ages, ages, sexes) == {"F": pytest.approx(-1.0)}
+    assert within_sex_spearman(np.r_[np.ones(6), ages[6:]], ages, ["F"] * 6 + ["M"] * 4) == {}
+    assert rank_correlation([1.0, 1.0, 1.0], [1, 2, 3]) is None and rank_correlation([1.0, 2.0], [1, 2]) is None
 
 
 def _aged_splits(dataset):

@@ -199,6 +199,17 @@ def expected_calibration_error(confidence, correct, bins: int = 15) -> float:
     return float(gap)
 
 
+def rank_correlation(scores, ages, minimum: int = 3) -> float | None:
+    """Spearman correlation of maturity scores with age; None below ``minimum`` items or when
+    every score is the same (the correlation is undefined)."""
+    from scipy.stats import spearmanr
+
+    scores = np.asarray(scores, dtype=float)
+    if len(scores) < minimum or np.ptp(scores) == 0:
+        return None
+    return float(spearmanr(scores, np.asarray(ages, dtype=float)).statistic)
+
+
 def reliability_table(confidence, correct, bins: int = 10) -> list[dict]:
     """Per confidence bin: count, mean confidence and accuracy (the reliability diagram's points)."""
     confidence, correct = np.asarray(confidence, dtype=float), np.asarray(correct, dtype=float)

@@ -153,12 +153,9 @@ class MaturityValidation:
 
 
 def _spearman(readings: list[Reading]) -> float | None:
-    from scipy.stats import spearmanr
+    from drustage.evaluation.classification import rank_correlation
 
-    scores = np.array([r.expected_class for r in readings])
-    if len(readings) < 3 or np.ptp(scores) == 0:
-        return None
-    return float(spearmanr(scores, [r.age_years for r in readings]).statistic)
+    return rank_correlation([r.expected_class for r in readings], [r.age_years for r in readings])
 
 
 def bone_sex_metrics(readings: list[Reading]) -> BoneSexValidation:

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from drustage.evaluation.classification import rank_correlation
+
 __all__ = ["RANK_SCALE", "TEMPERATURE_RANGE", "fit_temperature", "ranking_loss", "within_sex_spearman"]
 
 # Expected-class differences (classes spread over 0..1) are multiplied by this before the logistic
@@ -33,13 +35,12 @@ def ranking_loss(logits: torch.Tensor, ages: torch.Tensor, sexes: list[str | Non
 
 def within_sex_spearman(scores: np.ndarray, ages: np.ndarray, sexes: list[str | None]) -> dict[str, float]:
     """Spearman correlation of scores with age, per sex (F, M) with at least 5 films."""
-    from scipy.stats import spearmanr
-
     result = {}
     for sex in ("F", "M"):
         members = np.array([s == sex for s in sexes])
-        if members.sum() >= 5 and np.ptp(scores[members]) > 0:
-            result[sex] = float(spearmanr(scores[members], ages[members]).statistic)
+        correlation = rank_correlation(scores[members], ages[members], minimum=5)
+        if correlation is not None:
+            result[sex] = correlation
     return result
 
 
