@@ -71,7 +71,7 @@ DEMO = DemoConfig(
     # radiographs): every scheme here covers all stages
     classifier=ClassifierConfig(scheme="stage", net="custom", conv_spec="16c3-32c3-64c3-64c3-128c3", fc_spec="512",
                                 epochs=16, epoch_samples=1500, augment=5, val_fraction=0.15,
-                                aged_weight=3.0, aged_batch=32, aged_rank_weight=5.0),
+                                aged_weight=3.0, aged_batch=32, aged_rank_weight=5.0, off_bone_share=0.25),
     predict_phantoms=6, predict_real=8)
 # --quick only shows every step working: its models are far too briefly trained to be right.
 QUICK = DemoConfig(
@@ -79,7 +79,8 @@ QUICK = DemoConfig(
     detector=DetectorTrainConfig(model=DetectorConfig(min_size=224, max_size=288, representation_size=256,
                                                       roi_pool="roialign"),
                                  iterations=60, validate_every=20),
-    classifier=ClassifierConfig(scheme="stage", net="net1", epochs=3, augment=2, val_fraction=0.15),
+    classifier=ClassifierConfig(scheme="stage", net="net1", epochs=3, augment=2, val_fraction=0.15,
+                                off_bone_share=0.25),
     predict_phantoms=3, predict_real=2, aged_films=60)
 
 

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +15,7 @@ from drustage.evaluation.classification import (
 from drustage.inference.checkpoints import load_checkpoint
 from drustage.inference.classifier import expected_class, load_classifier
 from drustage.stages import get_scheme
-from drustage.training.classifier import ClassifierTrainResult, train_classifier
+from drustage.training.classifier import ClassifierTrainResult, off_bone_count, train_classifier
 from drustage.training.config import ClassifierConfig
 from drustage.training.crop_sets import build_aged_crops, class_distribution
 from drustage.training.objectives import TEMPERATURE_RANGE, fit_temperature, ranking_loss, within_sex_spearman
@@ -113,6 +115,26 @@ def test_aged_films_join_training_and_their_test_part_is_never_looked_at(quick_d
     again = load_checkpoint(tmp_path / "b/classifier.pt", "classifier")
     for key, value in payload["state_dict"].items():
         assert torch.equal(value, again["state_dict"][key])
+
+
+def test_off_bone_crops_come_from_training_films_and_join_each_aged_batch(quick_dataset, tmp_path):
+    dataset = read_dataset(quick_dataset)
+    config = ClassifierConfig(**TINY, off_bone_share=0.5)
+    aged = build_aged_crops(dataset, config, _aged_splits(dataset), progress=False)
+    assert aged.off_bone is not None and aged.off_bone.shape[1:] == (1, 160, 120)
+    assert 0 < len(aged.off_bone) <= len(aged.part("train"))  # one per training film with room off the bones
+    assert off_bone_count(config, aged) == 2 and off_bone_count(replace(config, off_bone_share=0.0), aged) == 0
+    assert off_bone_count(replace(config, off_bone_share=0.9), aged) == 3  # at least one film a batch
+    train_classifier(dataset, config, tmp_path / "with", progress=False, aged=aged)
+    payload = load_checkpoint(tmp_path / "with/classifier.pt", "classifier")
+    assert payload["data"]["off_bone_crops"] == len(aged.off_bone) and payload["config"]["off_bone_share"] == 0.5
+    # the same films without their off-bone crops train other weights: the crops are used
+    train_classifier(dataset, config, tmp_path / "without", progress=False, aged=replace(aged, off_bone=None))
+    without = load_checkpoint(tmp_path / "without/classifier.pt", "classifier")
+    assert without["data"]["off_bone_crops"] == 0
+    assert any(not torch.equal(v, without["state_dict"][k]) for k, v in payload["state_dict"].items())
+    with pytest.raises(ValueError, match="off_bone_share must be in"):
+        ClassifierConfig(off_bone_share=1.0).validate()
 
 
 def test_the_ranking_loss_rewards_older_films_reading_more_mature():

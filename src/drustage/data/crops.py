@@ -7,6 +7,7 @@ postero-anteriorly (radius on the left of the crop, ulna on the right).
 from __future__ import annotations
 
 import logging
+import zlib
 
 import numpy as np
 
@@ -81,22 +82,54 @@ def context_crop(image: np.ndarray, box: tuple[float, float, float, float], mirr
     return crop_region(image, context_box(box), mirror, size=CONTEXT_SIZE, margin=0.0)
 
 
+# Off-bone boxes: a bone's box moved this many box sizes away (uniformly within the range, in a
+# random direction), inside the image and overlapping neither bone's box.
+OFF_BONE_DISTANCE = (1.5, 3.0)
+OFF_BONE_TRIES = 20
+
+
+def off_bone_boxes(boxes: dict, width: int, height: int, rng: np.random.Generator) -> dict:
+    """Each box of ``boxes`` moved off the bones: the same size, ``OFF_BONE_DISTANCE`` box sizes
+    away, inside the image and clear of every box given; a bone with no such place after
+    ``OFF_BONE_TRIES`` draws is left out. What a detector's box shows when it lands on soft tissue,
+    a finger, a marker or the background."""
+    moved = {}
+    for bone, (x1, y1, x2, y2) in boxes.items():
+        w, h = x2 - x1, y2 - y1
+        for _ in range(OFF_BONE_TRIES):
+            angle, distance = rng.uniform(0, 2 * np.pi), rng.uniform(*OFF_BONE_DISTANCE)
+            cx = (x1 + x2) / 2 + np.cos(angle) * distance * w
+            cy = (y1 + y2) / 2 + np.sin(angle) * distance * h
+            box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+            inside = box[0] >= 0 and box[1] >= 0 and box[2] <= width and box[3] <= height
+            if inside and not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3]
+                                  for b in boxes.values()):
+                moved[bone] = tuple(float(v) for v in box)
+                break
+    return moved
+
+
 def _crops_of_record(task) -> tuple[str, dict[str, np.ndarray] | str]:
     from drustage.imaging import load_radiograph
 
-    path, image_id, boxes, laterality = task
+    path, image_id, boxes, laterality, off_bone_seed = task
     try:
         image = load_radiograph(path).image
     except ValueError as error:
         return image_id, str(error)
+    if off_bone_seed is not None:
+        rng = np.random.default_rng([off_bone_seed, zlib.crc32(image_id.encode())])
+        boxes = off_bone_boxes(boxes, image.shape[1], image.shape[0], rng)
     return image_id, {bone: context_crop(image, box, needs_mirror(laterality)) for bone, box in boxes.items()}
 
 
-def extract_context_crops(dataset, workers: int = 1, progress: bool = True,
-                          cache: bool = True) -> dict[str, dict[str, np.ndarray]]:
-    """Context crops of every boxed bone of a dataset: ``{image_id: {bone: (160, 120) array}}``.
+def extract_context_crops(dataset, workers: int = 1, progress: bool = True, cache: bool = True,
+                          off_bone_seed: int | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Context crops of every boxed bone of a dataset: ``{image_id: {bone: (160, 120) array}}``;
+    with ``off_bone_seed``, of each box moved off the bones instead (``off_bone_boxes``, drawn
+    from the seed and the image id, so the same every time).
 
-    Cached in ``DATASET/cache/`` keyed by the labels file's content, so experiments reuse them.
+    Cached in ``DATASET/cache/`` keyed by the records' labels, so experiments reuse them.
     Unreadable images are reported (one line each) and skipped.
     """
     import hashlib
@@ -106,8 +139,10 @@ def extract_context_crops(dataset, workers: int = 1, progress: bool = True,
 
     from drustage.io_utils import atomic_path
 
-    labels = (dataset.root / "labels.csv").read_bytes()
-    key = hashlib.sha1(labels + repr((CONTEXT, CONTEXT_SIZE, CROP_SIZE, CROP_MARGIN)).encode()).hexdigest()[:16]
+    # the records, not labels.csv: a dataset narrowed with ``with_records`` gets a cache of its own
+    labels = repr([r.to_row() for r in dataset.records]).encode()
+    settings = (CONTEXT, CONTEXT_SIZE, CROP_SIZE, CROP_MARGIN, off_bone_seed, OFF_BONE_DISTANCE)
+    key = hashlib.sha1(labels + repr(settings).encode()).hexdigest()[:16]
     cache_path = dataset.root / "cache" / f"crops-{key}.npz"
     if cache and cache_path.is_file():
         with np.load(cache_path) as stored:
@@ -116,7 +151,7 @@ def extract_context_crops(dataset, workers: int = 1, progress: bool = True,
                 image_id, bone = name.rsplit("/", 1)
                 result.setdefault(image_id, {})[bone] = stored[name]
             return result
-    tasks = [(dataset.path_of(r), r.image_id, r.boxes, r.laterality) for r in dataset.records if r.boxes]
+    tasks = [(dataset.path_of(r), r.image_id, r.boxes, r.laterality, off_bone_seed) for r in dataset.records if r.boxes]
     result = {}
     bar = tqdm(total=len(tasks), desc="crops", unit="img", disable=not progress)
     if workers > 1:

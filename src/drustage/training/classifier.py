@@ -160,18 +160,25 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
                 loss = F.cross_entropy(logits, targets, reduction="sum") * distributed.loss_scale(len(targets),
                                                                                                    len(index))
                 if aged_train is not None:
-                    picked = aged_train[rng.integers(0, len(aged_train), config.aged_batch)]
-                    aged_windows = window_batch(aged.crops[picked].to(device), generator if augmenting else None,
+                    off_count = off_bone_count(config, aged)
+                    picked = aged_train[rng.integers(0, len(aged_train), config.aged_batch - off_count)]
+                    crops, soft_targets = aged.crops[picked], aged.targets[picked]
+                    if off_count:  # off-bone crops read as no stage in particular: a uniform target
+                        off = rng.integers(0, len(aged.off_bone), off_count)
+                        crops = torch.cat([crops, aged.off_bone[off]])
+                        soft_targets = torch.cat([soft_targets, torch.full((off_count, scheme.num_classes),
+                                                                           1.0 / scheme.num_classes)])
+                    aged_windows = window_batch(crops.to(device), generator if augmenting else None,
                                                 config.max_shift, config.scale_range
                                                 ).contiguous(memory_format=torch.channels_last)
-                    aged_mine = distributed.shard(len(picked))
+                    aged_mine = distributed.shard(len(crops))
                     aged_logits = network(aged_windows[aged_mine]).float()
-                    soft = -(aged.targets[picked][aged_mine].to(device) * F.log_softmax(aged_logits, 1)).sum()
-                    soft = soft * distributed.loss_scale(len(aged_logits), len(picked))
+                    soft = -(soft_targets[aged_mine].to(device) * F.log_softmax(aged_logits, 1)).sum()
+                    soft = soft * distributed.loss_scale(len(aged_logits), len(crops))
                     loss = loss + config.aged_weight * soft
-                    if config.aged_rank_weight:
+                    if config.aged_rank_weight:  # one process (checked above): the first rows are the films
                         loss = loss + config.aged_rank_weight * ranking_loss(
-                            aged_logits, torch.from_numpy(aged.ages[picked]).float(),
+                            aged_logits[:len(picked)], torch.from_numpy(aged.ages[picked]).float(),
                             [aged.sexes[i] for i in picked], config.aged_rank_margin)
             optimisation_step(loss, optimizer, scaler, f"classifier epoch {epoch}")
             total_loss += loss.item() * len(index) / distributed.world_size
@@ -215,6 +222,7 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
                   "test_ids": [data.image_ids[i] for i in split.test],
                   **({} if aged is None else {"aged": {name: int((aged.splits == name).sum())
                                                         for name in ("train", "validation", "test")},
+                                               "off_bone_crops": 0 if aged.off_bone is None else len(aged.off_bone),
                                                "aged_test_ids": [aged.image_ids[i] for i in aged.part("test")]})},
         )
     atomic_write_text(out / "metrics.json", json.dumps({"config": config.to_dict(), "test": test_metrics,
@@ -222,6 +230,13 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
                                                        indent=2) + "\n")
     distributed.barrier()
     return result
+
+
+def off_bone_count(config: ClassifierConfig, aged: AgedCrops) -> int:
+    """How many off-bone crops join each aged batch (the rest are films with an age)."""
+    if aged.off_bone is None or not config.off_bone_share:
+        return 0
+    return min(round(config.aged_batch * config.off_bone_share), config.aged_batch - 1)
 
 
 def _aged_spearman(model: nn.Module, aged: AgedCrops, index: np.ndarray) -> dict[str, float]:

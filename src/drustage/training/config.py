@@ -50,6 +50,10 @@ class ClassifierConfig:
     # by more than aged_rank_margin years should read more mature (RankNet's logistic loss)
     aged_rank_weight: float = 0.0
     aged_rank_margin: float = 1.0
+    # share of each aged batch cut from the training films with the box moved off the bones (soft
+    # tissue, a finger, a marker, background), with a uniform target: what a detector's stray box
+    # shows should read as no stage in particular (low confidence, flagged), not as a confident one
+    off_bone_share: float = 0.0
     calibrate: bool = True  # fit a temperature on the validation crops after model selection
     per_class_cap: dict[str, int] | None = None  # subsample classes, e.g. the paper's set sizes
     device: str = DEFAULT_DEVICE  # auto, cpu, cuda or cuda:N; mixed precision on CUDA
@@ -78,6 +82,8 @@ class ClassifierConfig:
             raise ValueError("aged_weight must be >= 0, aged_batch and aged_spread positive")
         if self.aged_rank_weight < 0 or self.aged_rank_margin < 0:
             raise ValueError("aged_rank_weight and aged_rank_margin must be >= 0")
+        if not 0 <= self.off_bone_share < 1:
+            raise ValueError(f"off_bone_share must be in [0, 1), got {self.off_bone_share}")
         if self.epoch_samples is not None and self.epoch_samples <= 0:
             raise ValueError(f"epoch_samples must be positive, got {self.epoch_samples}")
         if self.min_stage is not None:

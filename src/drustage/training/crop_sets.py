@@ -70,6 +70,9 @@ class AgedCrops:
     sexes: list[str | None]
     image_ids: list[str]
     splits: np.ndarray  # (N,) "train", "validation" or "test"
+    # (M, 1, 160, 120) crops of the training films' boxes moved off the bones (see
+    # ``ClassifierConfig.off_bone_share``); None when the config asks for none
+    off_bone: torch.Tensor | None = None
 
     def part(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.splits == split)
@@ -111,8 +114,17 @@ def build_aged_crops(dataset: Dataset, config: ClassifierConfig, splits: dict[st
         parts.append(splits[record.image_id])
     if not arrays:
         raise ValueError(f"{dataset.root}: no {config.bone} crops of films with an age")
+    off_bone = None
+    if config.off_bone_share > 0:
+        trained = {i for i, part in zip(ids, parts) if part == "train"}
+        training = dataset.with_records(r for r in dataset.records if r.image_id in trained)
+        moved = extract_context_crops(training, workers=workers, progress=progress, off_bone_seed=config.seed)
+        found = [c[config.bone] for c in moved.values() if config.bone in c]
+        if not found:
+            raise ValueError(f"{dataset.root}: no place off the bones for an off-bone {config.bone} crop")
+        off_bone = torch.from_numpy(np.stack(found))[:, None]
     return AgedCrops(torch.from_numpy(np.stack(arrays))[:, None], torch.from_numpy(np.stack(targets)),
-                     np.array(ages), sexes, ids, np.array(parts))
+                     np.array(ages), sexes, ids, np.array(parts), off_bone)
 
 
 def balanced_indices(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
