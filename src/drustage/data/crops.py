@@ -93,6 +93,8 @@ def off_bone_boxes(boxes: dict, width: int, height: int, rng: np.random.Generato
     away, inside the image and clear of every box given; a bone with no such place after
     ``OFF_BONE_TRIES`` draws is left out. What a detector's box shows when it lands on soft tissue,
     a finger, a marker or the background."""
+    from drustage.data.detection import box_iou
+
     moved = {}
     for bone, (x1, y1, x2, y2) in boxes.items():
         w, h = x2 - x1, y2 - y1
@@ -102,8 +104,7 @@ def off_bone_boxes(boxes: dict, width: int, height: int, rng: np.random.Generato
             cy = (y1 + y2) / 2 + np.sin(angle) * distance * h
             box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
             inside = box[0] >= 0 and box[1] >= 0 and box[2] <= width and box[3] <= height
-            if inside and not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3]
-                                  for b in boxes.values()):
+            if inside and not any(box_iou(box, b) > 0 for b in boxes.values()):
                 moved[bone] = tuple(float(v) for v in box)
                 break
     return moved

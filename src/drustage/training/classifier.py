@@ -138,6 +138,7 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
         aged_train, aged_validation = aged.part("train"), aged.part("validation")
         if not len(aged_train) or not len(aged_validation):
             raise ValueError("aged films need both training and validation films")
+        off_count = off_bone_count(config, aged)
     for epoch in range(1, config.epochs + 1):
         model.train()
         pool = np.tile(base, config.augment)
@@ -160,7 +161,6 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
                 loss = F.cross_entropy(logits, targets, reduction="sum") * distributed.loss_scale(len(targets),
                                                                                                    len(index))
                 if aged_train is not None:
-                    off_count = off_bone_count(config, aged)
                     picked = aged_train[rng.integers(0, len(aged_train), config.aged_batch - off_count)]
                     crops, soft_targets = aged.crops[picked], aged.targets[picked]
                     if off_count:  # off-bone crops read as no stage in particular: a uniform target
