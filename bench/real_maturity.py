@@ -7,10 +7,12 @@ are chosen on validation; test is shown for the record) and on the held-out phan
 
     python bench/real_maturity.py runs/demo --recipes phantoms weak --out runs/recipes
 
-Figures per bone: Spearman of the expected stage with bone age (girls / boys), the share of
-readings implausible for the age (before any review flag), the share of off-bone crops of the
-validation and test films (the box moved off both bones) read with confidence >= 0.8, phantom
-phase accuracy and ECE.
+Figures per bone: Spearman of the expected stage with bone age (girls / boys), over all films and
+over the films read (a checkpoint with a readability threshold withholds readings spread wider:
+no readable bone in the box), the share read, the share of readings implausible for the age
+(before any review flag), the share of off-bone crops of the validation and test films (the box
+moved off both bones) read with confidence >= 0.8 and the share read at all, phantom phase
+accuracy and ECE.
 """
 
 from __future__ import annotations
@@ -44,12 +46,23 @@ RECIPES = {
 }
 
 
-def off_bone_confident(checkpoint: Path, crops) -> float:
-    """The share of off-bone crops (no radius or ulna in them) read with a top probability >= 0.8."""
+def readable(payload: dict, probabilities: np.ndarray) -> np.ndarray:
+    """Which readings the predictor gives (the rest it withholds: no readable bone in the box)."""
+    from drustage.inference.classifier import class_spread
+
+    limit = (payload.get("readability") or {}).get("max_spread")
+    return np.ones(len(probabilities), bool) if limit is None else class_spread(probabilities) <= limit
+
+
+def off_bone_read(checkpoint: Path, crops) -> dict:
+    """The shares of off-bone crops (no radius or ulna in them) read at all, and read with a top
+    probability >= 0.8."""
     from drustage.inference.classifier import load_classifier, predict_logits
 
-    model, _ = load_classifier(checkpoint)
-    return float((predict_logits(model, crops).softmax(1).max(1).values >= 0.8).float().mean())
+    model, payload = load_classifier(checkpoint)
+    probabilities = predict_logits(model, crops).softmax(1).numpy()
+    read = readable(payload, probabilities)
+    return {"read": float(read.mean()), "confident": float((read & (probabilities.max(1) >= 0.8)).mean())}
 
 
 def score(checkpoint: Path, aged, index: np.ndarray) -> dict:
@@ -61,13 +74,18 @@ def score(checkpoint: Path, aged, index: np.ndarray) -> dict:
     model, payload = load_classifier(checkpoint)
     scheme = payload["scheme_object"]
     probabilities = predict_logits(model, aged.crops[index]).softmax(1).numpy()
-    spearman = within_sex_spearman(expected_class(probabilities), aged.ages[index], [aged.sexes[i] for i in index])
+    sexes = [aged.sexes[i] for i in index]
+    spearman = within_sex_spearman(expected_class(probabilities), aged.ages[index], sexes)
+    read = readable(payload, probabilities)
+    spearman_read = within_sex_spearman(expected_class(probabilities[read]), aged.ages[index][read],
+                                        [s for s, kept in zip(sexes, read) if kept])
     implausible = []
     for p, i in zip(probabilities, index):  # read as the predictor reads: phase first, then its best stage
         result = BoneResult(scheme.bone, True, None, None, "given", scheme.name)
         read_probabilities(result, scheme, p)
         implausible.append(implausible_reading(scheme, result.prediction, PatientInfo(aged.sexes[i], aged.ages[i])))
-    return {"spearman": spearman, "implausible": float(np.mean([r is not None for r in implausible]))}
+    return {"spearman": spearman, "spearman_read": spearman_read, "read": float(read.mean()),
+            "implausible": float(np.mean([r is not None for r in implausible]))}
 
 
 def main() -> None:
@@ -112,19 +130,25 @@ def main() -> None:
             phantom = ClassifierTrainResult.read(run).test
             figures = {part: score(run / "classifier.pt", aged, aged.part(part)) for part in ("validation", "test")}
             stray = torch.from_numpy(np.stack([c[bone] for c in off_bone.values() if bone in c]))[:, None]
-            figures["off_bone_confident"] = off_bone_confident(run / "classifier.pt", stray)
+            figures["off_bone"] = off_bone_read(run / "classifier.pt", stray)
             rows.append((name, bone, figures, phantom))
             print(f"done: {name} {bone}", flush=True)
-    print("\n| recipe | bone | Spearman val F / M | Spearman test F / M | implausible val / test "
-          "| off-bone crops read >= 0.8 | phantom stage acc | phantom phase acc | phantom phase ECE |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| recipe | bone | Spearman val F / M | Spearman test F / M | films read val / test "
+          "| Spearman of those read, val F / M | test F / M | implausible val / test "
+          "| off-bone crops read / read >= 0.8 | phantom stage acc | phantom phase acc | phantom phase ECE |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+    def pair(correlations: dict) -> str:
+        return " / ".join(f"{correlations.get(s, float('nan')):.3f}" for s in "FM")
+
     for name, bone, figures, phantom in rows:
-        spear = {part: " / ".join(f"{figures[part]['spearman'].get(s, float('nan')):.3f}" for s in "FM")
-                 for part in ("validation", "test")}
-        print(f"| {name} | {bone} | {spear['validation']} | {spear['test']} | "
-              f"{figures['validation']['implausible']:.1%} / {figures['test']['implausible']:.1%} | "
-              f"{figures['off_bone_confident']:.1%} | {phantom.accuracy:.1%} | {phantom.phase.accuracy:.1%} | "
-              f"{phantom.phase.ece:.3f} |")
+        val, test = figures["validation"], figures["test"]
+        print(f"| {name} | {bone} | {pair(val['spearman'])} | {pair(test['spearman'])} | "
+              f"{val['read']:.1%} / {test['read']:.1%} | {pair(val['spearman_read'])} | "
+              f"{pair(test['spearman_read'])} | "
+              f"{val['implausible']:.1%} / {test['implausible']:.1%} | "
+              f"{figures['off_bone']['read']:.1%} / {figures['off_bone']['confident']:.1%} | {phantom.accuracy:.1%} | "
+              f"{phantom.phase.accuracy:.1%} | {phantom.phase.ece:.3f} |")
 
 
 if __name__ == "__main__":

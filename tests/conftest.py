@@ -86,6 +86,21 @@ def trained(tmp_path_factory):
     return root, root / "bundle"
 
 
+@pytest.fixture(scope="session")
+def withheld_bundle(trained, tmp_path_factory) -> Path:
+    """The session bundle with readability limits in its manifest that withhold every radius
+    reading (no spread is below 0) and no ulna reading."""
+    import json
+
+    bundle = tmp_path_factory.mktemp("withheld") / "bundle"
+    shutil.copytree(trained[1], bundle)
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    manifest["radius"]["readability"] = {"max_spread": -1.0}
+    manifest["ulna"]["readability"] = {"max_spread": 99.0}
+    (bundle / "bundle.json").write_text(json.dumps(manifest))
+    return bundle
+
+
 def _bone_result(bone, stage_index, confidence=0.9):
     from drustage.stages import get_scheme
 
@@ -93,7 +108,7 @@ def _bone_result(bone, stage_index, confidence=0.9):
     p = np.full(scheme.num_classes, (1 - confidence) / (scheme.num_classes - 1))
     p[stage_index - 1] = confidence
     name = scheme.classes[stage_index - 1]
-    return {"scheme": "stage", "prediction": name, "phase": scheme.phase_of_class(stage_index - 1),
+    return {"found": True, "scheme": "stage", "prediction": name, "phase": scheme.phase_of_class(stage_index - 1),
             "confidence": confidence, "phase_confidence": confidence, "box": [10, 10, 60, 70],
             "probabilities": dict(zip(scheme.classes, p.tolist()))}
 

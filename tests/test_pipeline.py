@@ -4,6 +4,7 @@ classifiers learn those in seconds; a detector good enough to rely on takes ~15 
 (see the demo and bench/), so its detector here is barely trained: correctness is checked with
 the labelled boxes given to ``predict --boxes``, and the detector path for plumbing and flags.
 """
+import csv
 import json
 import zipfile
 from pathlib import Path
@@ -216,6 +217,54 @@ def test_hand_side_from_one_box_agrees_with_both_boxes_on_the_boxed_real_films(r
             agree += side_from_one_box(image, bone, box) == truth
             total += 1
     assert total >= 100 and agree >= 0.97 * total
+
+
+def test_a_box_showing_no_readable_bone_keeps_its_box_but_withholds_its_reading(trained, withheld_bundle, tmp_path):
+    from drustage.imaging import load_radiograph
+    from drustage.inference.classifier import class_spread
+    from drustage.viz import _font
+
+    root, bundle_dir = trained
+    dataset = read_dataset(root)
+    record = dataset.records[0]
+    radiograph = load_radiograph(dataset.path_of(record))
+    read = Predictor(load_bundle(bundle_dir)).predict(radiograph, boxes=record.boxes).to_dict()
+    assert read["radius"]["prediction"] is not None and read["guidance"] is not None  # no limit: read
+    report = Predictor(load_bundle(withheld_bundle)).predict(radiograph, boxes=record.boxes).to_dict()
+    radius, ulna = report["radius"], report["ulna"]
+    assert radius["found"] and radius["box"] == read["radius"]["box"]
+    assert radius["probabilities"] == read["radius"]["probabilities"]  # what was seen stays on record
+    p = np.array(list(radius["probabilities"].values()))
+    assert radius["class_spread"] == pytest.approx(class_spread(p), abs=1e-3) == read["radius"]["class_spread"]
+    assert [radius[k] for k in ("prediction", "phase", "confidence", "phase_confidence")] == [None] * 4
+    assert ulna["prediction"] == read["ulna"]["prediction"]  # under its limit: read
+    assert report["guidance"] is None and report["needs_review"]
+    reason = next(r for r in report["review_reasons"] if "radius box shows no readable bone" in r)
+    assert f"\u00b1{radius['class_spread']:.1f} classes" in reason and "check the box" in reason
+    missing = np.asarray(_font(13).getmask("\ue000"))
+    assert not np.array_equal(np.asarray(_font(13).getmask("\u00b1")), missing)  # the overlay can draw it
+    # the command line writes the overlay and the summary row of the withheld reading
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("file,bone,x1,y1,x2,y2\n" + "".join(
+        f"{dataset.path_of(record).name},{bone},{','.join(str(v) for v in box)}\n"
+        for bone, box in record.boxes.items()))
+    assert main(["predict", str(dataset.path_of(record)), "--model", str(withheld_bundle), "--out",
+                 str(tmp_path / "out"), "--boxes", str(boxes), "--quiet"]) == 0
+    stem = dataset.path_of(record).stem
+    assert json.loads((tmp_path / "out" / f"{stem}.json").read_text())["radius"]["prediction"] is None
+    assert (tmp_path / "out" / f"{stem}.overlay.png").is_file()
+    with open(tmp_path / "out" / "summary.csv") as handle:
+        row = next(csv.DictReader(handle))
+    assert row["radius_prediction"] == "" and row["ulna_prediction"] == ulna["prediction"]
+
+
+def test_class_spread_is_the_class_indexs_standard_deviation():
+    from drustage.inference.classifier import class_spread
+
+    uniform = np.full(11, 1 / 11)
+    assert class_spread(uniform) == pytest.approx(np.sqrt((11 ** 2 - 1) / 12))
+    assert class_spread(np.eye(9)[4]) == pytest.approx(0.0)
+    assert class_spread(np.array([[0.5, 0, 0.5], [0, 1, 0]])) == pytest.approx([1.0, 0.0])
 
 
 def test_a_stage_reading_takes_the_most_probable_phase_then_its_best_stage():

@@ -375,8 +375,8 @@ def write_report(out: Path, config: DemoConfig, detector_metrics: DetectionMetri
                             if record and bone in record.stages else "?")
         phantom_rows.append(
             f"<tr><td>{html.escape(report['source'])}</td><td>{html.escape(expected[0])}</td>"
-            f"<td>{report['radius']['prediction']}</td><td>{html.escape(expected[1])}</td>"
-            f"<td>{report['ulna']['prediction']}</td><td>{(report['guidance'] or {}).get('rule', '—')}</td>"
+            f"<td>{report['radius']['prediction'] or '—'}</td><td>{html.escape(expected[1])}</td>"
+            f"<td>{report['ulna']['prediction'] or '—'}</td><td>{(report['guidance'] or {}).get('rule', '—')}</td>"
             f"<td>{'yes' if report['needs_review'] else 'no'}</td></tr>")
     overlays = [_img(f"predictions/phantoms/{r['files']['overlay']}", r["source"]) for r in phantom_reports]
     real_overlays = [_img(f"predictions/real/{r['files']['overlay']}", r["source"]) for r in real_reports]

@@ -3,7 +3,10 @@
 A missing bone, a box the detector is unsure of, low classification confidence, a failed side
 inference, a reading implausible for the patient's age and sex (when given) or radius and ulna
 readings further apart than the growth table allows are flagged for human review rather than
-guessed; the last two also withhold the bracing guidance. Reports carry no DICOM header content
+guessed; the last two also withhold the bracing guidance. A box whose reading is spread over the
+classes more than the bundle's classifier spreads on readable bone (``readability`` in its
+manifest, fitted on validation films) shows no readable bone: that reading, and so the guidance,
+is withheld and the box flagged. Reports carry no DICOM header content
 beyond geometry; the patient's sex and age are used for the checks and never written.
 
 With a ``stage`` scheme the phase is read first (the classes' probabilities summed per phase) and
@@ -22,7 +25,7 @@ from drustage.data.layout import checked_box
 from drustage.growth import PatientInfo, discordance, implausible_for_age, mean_age_at
 from drustage.imaging import Radiograph
 from drustage.inference.bundle import Bundle, check_member
-from drustage.inference.classifier import TorchClassifier, load_classifier
+from drustage.inference.classifier import TorchClassifier, class_spread, load_classifier
 from drustage.inference.detector import Detector
 from drustage.inference.device import DEFAULT_DEVICE, resolve_device
 from drustage.stages import BONES, PHASES, ClassScheme, Stage, bracing_guidance, withheld_guidance
@@ -47,6 +50,9 @@ class BoneResult:
     confidence: float | None = None  # calibrated probability of the prediction
     phase_confidence: float | None = None  # of the phase (its classes' probabilities summed)
     expected_stage: float | None = None  # probability-weighted stage (stage scheme): a maturity score
+    # the probabilities' spread over the classes (sd, in classes); past the bundle's readable limit
+    # the reading above (prediction to expected_stage) is withheld
+    class_spread: float | None = None
 
 
 @dataclass
@@ -152,6 +158,8 @@ class Predictor:
             for bone, classifier in self.classifiers.items():
                 check_member(bundle, bone, classifier.payload)
         self.schemes = {bone: scheme_from_dict(bundle.manifest[bone]["scheme"]) for bone in BONES}
+        # None (bundles from classifiers trained without off-bone crops): every reading is given
+        self.max_spread = {bone: (bundle.manifest[bone].get("readability") or {}).get("max_spread") for bone in BONES}
         self.min_confidence = min_confidence
         self.review_detection_score = (REVIEW_DETECTION_SCORE if review_detection_score is None
                                        else review_detection_score)
@@ -222,10 +230,16 @@ class Predictor:
                     reasons.append(f"{bone} box uncertain (detection score {detection.score:.3f} is below "
                                    f"{self.review_detection_score:.2f}): check it lies on the {bone}")
                 read_probabilities(result, scheme, probabilities[bone])
-                if result.phase_confidence < self.min_confidence:
+                limit = self.max_spread[bone]
+                if limit is not None and result.class_spread > limit:
+                    withhold_reading(result)
+                    reasons.append(f"{bone} box shows no readable bone (its reading spreads over "
+                                   f"±{result.class_spread:.1f} classes, readable bone over at most "
+                                   f"±{limit:.1f}): no {bone} reading; check the box")
+                elif result.phase_confidence < self.min_confidence:
                     reasons.append(f"{bone} classification confidence {result.phase_confidence:.2f} is below "
                                    f"{self.min_confidence:.2f}")
-                if patient is not None and patient.age_years is not None:
+                if result.prediction is not None and patient is not None and patient.age_years is not None:
                     reason = implausible_reading(scheme, result.prediction, patient)
                     if reason:
                         contradictions.setdefault("the reading is implausible for the patient's age",
@@ -267,6 +281,13 @@ def read_probabilities(result: BoneResult, scheme: ClassScheme, p: np.ndarray) -
     result.phase_confidence = round(float(phase_p[phase]), 4)
     if scheme.name == "stage":
         result.expected_stage = round(float(p @ np.arange(1, len(p) + 1)), 3)
+    result.class_spread = round(float(class_spread(p)), 3)
+
+
+def withhold_reading(result: BoneResult) -> None:
+    """Clear a bone's reading, keeping its box, probabilities and spread (what was seen)."""
+    result.prediction = result.phase = result.confidence = result.phase_confidence = None
+    result.expected_stage = None
 
 
 def implausible_reading(scheme: ClassScheme, prediction: str, patient: PatientInfo) -> str | None:

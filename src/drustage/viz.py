@@ -179,6 +179,11 @@ def heatmap_rgb(crop: np.ndarray, heat: np.ndarray | None) -> np.ndarray:
     return rgb.clip(0, 255).astype(np.uint8)
 
 
+def reading_text(result) -> str:
+    """A bone's reading in a few characters: "R7 (83%)", or "not read" where it was withheld."""
+    return "not read" if result.prediction is None else f"{result.prediction} ({result.confidence:.0%})"
+
+
 def render_overlay(image: np.ndarray, report: StageReport, crops: dict[str, np.ndarray],
                    heatmaps: dict[str, np.ndarray] | None = None, height: int = 900):
     """The result picture: radiograph with boxes and labels, the two crops enlarged at the side,
@@ -198,7 +203,7 @@ def render_overlay(image: np.ndarray, report: StageReport, crops: dict[str, np.n
         box = [v * scale for v in result.box]
         colour = BOX_COLOURS[bone]
         draw.rectangle(box, outline=colour, width=3)
-        label = f"{bone} {result.prediction} ({result.confidence:.0%})"
+        label = f"{bone} {reading_text(result)}"
         bbox = draw.textbbox((box[0], box[1] - 24), label, font=font)
         draw.rectangle(bbox, fill=(0, 0, 0))
         draw.text((box[0], box[1] - 24), label, fill=colour, font=font)
@@ -216,9 +221,11 @@ def render_overlay(image: np.ndarray, report: StageReport, crops: dict[str, np.n
             tile = Image.fromarray(heatmap_rgb(crops[bone], (heatmaps or {}).get(bone))).resize((192, 256))
             panel.paste(tile, (12, y))
             source = "box given" if result.detection_score is None else f"detector: {result.detection_score:.2f}"
-            phase_confidence = result.phase_confidence or result.confidence
-            lines = [bone.upper(), f"{result.prediction} ({result.confidence:.0%})",
-                     f"phase: {result.phase} ({phase_confidence:.0%})", source]
+            if result.prediction is None:
+                lines = [bone.upper(), reading_text(result), "(no readable bone)", source]
+            else:
+                phase_confidence = result.phase_confidence or result.confidence
+                lines = [bone.upper(), reading_text(result), f"phase: {result.phase} ({phase_confidence:.0%})", source]
             for k, line in enumerate(lines):
                 pdraw.text((216, y + 4 + 26 * k), line, fill=colour if k == 0 else (230, 230, 230), font=_font(18))
             top = sorted(result.probabilities.items(), key=lambda kv: -kv[1])[:4]

@@ -66,3 +66,28 @@ def test_cli_validate_from_predictions(aged_case, quick_dataset, tmp_path, capsy
     assert main(["validate", "--sheet", str(sheet), "--predictions", str(tmp_path), "--out",
                  str(tmp_path / "w")]) == 1
     assert "no prediction reports" in capsys.readouterr().err
+
+
+def test_withheld_readings_are_counted_beside_the_figures_and_shown(aged_case, tmp_path):
+    films, reports = aged_case()
+    full = write_validation(*readings_from_reports(reports, films), tmp_path / "full")
+    withheld = reports[2]["radius"]
+    withheld.update(prediction=None, phase=None, confidence=None, phase_confidence=None)
+    reports[3]["ulna"].update(found=False, prediction=None, box=None)
+    readings, problems = readings_from_reports(reports, films)
+    assert [p for p in problems if "not read" in p] == [f"{films[3].path.name}: ulna not read (ulna not found)"]
+    assert [(r.source, r.bone) for r in readings if r.prediction is None] == [(films[2].path.name, "radius")]
+    metrics = write_validation(readings, problems, tmp_path / "v")
+    sex = films[2].sex
+    assert metrics.bones["radius"][sex].withheld == 1 and metrics.bones["radius"][sex].n == \
+        full.bones["radius"][sex].n - 1
+    assert metrics.bones["ulna"][films[3].sex].withheld == 0
+    assert metrics.films == full.films  # a film with one bone withheld still counts
+    assert (tmp_path / "v/withheld_readings.png").is_file() and not (tmp_path / "full/withheld_readings.png").exists()
+    report = (tmp_path / "v/report.md").read_text()
+    assert "withheld (no readable bone)" in report and "withheld_readings.png" in report
+    assert "withheld_readings.png" not in (tmp_path / "full/report.md").read_text()
+    with open(tmp_path / "v/cases.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(readings) and sum(row["prediction"] == "" for row in rows) == 1
+    assert all(r.prediction is not None for r in worst_readings(readings))

@@ -4,6 +4,7 @@ phantom and check the boxes and stages it shows; label an image and check the sa
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 
 import pytest
 
@@ -18,15 +19,22 @@ sync_api = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium package is not installed")
 
 
-@pytest.fixture
-def page(live_server):
+@contextmanager
+def browser_page(url: str):
+    """A headless Chromium page opened at ``url``."""
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(30_000)
-        page.goto(live_server)
+        page.goto(url)
         yield page
         browser.close()
+
+
+@pytest.fixture
+def page(live_server):
+    with browser_page(live_server) as opened:
+        yield opened
 
 
 def _percent(style: str) -> float:
@@ -67,6 +75,27 @@ def test_result_page_shows_the_boxes_and_stages(page, trained):
     page.wait_for_function("[...document.querySelectorAll('img.crop')].every(i => i.src.includes('gradcam=true') "
                            "&& i.complete && i.naturalWidth === 96)")
     assert page.locator("#download").get_attribute("href").startswith("blob:")
+
+
+def test_a_withheld_reading_shows_its_box_and_says_it_was_not_read(trained, withheld_bundle, label_dir, serve):
+    from drustage.service.app import ServiceConfig, create_app
+
+    root, _ = trained
+    path = sorted((root / "old" / "images").glob("*.png"))[1]
+    expected = Predictor(load_bundle(withheld_bundle), detection_threshold=0.0).predict(load_radiograph(path)).to_dict()
+    app = create_app(ServiceConfig(model=withheld_bundle, label_dir=label_dir, detection_threshold=0.0))
+    with serve(app) as url, browser_page(url) as page:
+        page.set_input_files("#file", str(path))
+        page.wait_for_selector("#result:not([hidden])")
+        radius, ulna = page.locator("#card-radius"), page.locator("#card-ulna")
+        assert radius.locator("[data-field=prediction]").inner_text() == "not read"
+        assert "no readable bone" in radius.inner_text() and radius.locator(".bar").count() == 0
+        assert ulna.locator("[data-field=prediction]").inner_text() == expected["ulna"]["prediction"]
+        assert page.locator("#viewer .box[data-bone=radius] .tag").inner_text() == "radius not read"
+        assert "radius box shows no readable bone" in page.locator("#review").inner_text()
+        assert page.locator("#guidance").inner_text() == "No guidance: both bones must be staged."
+        page.wait_for_function("[...document.querySelectorAll('#past option')].length > 1")
+        assert "radius not read" in page.locator("#past option").nth(1).inner_text()
 
 
 def test_result_page_reports_a_bad_file(page, tmp_path):

@@ -1,3 +1,4 @@
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -13,7 +14,7 @@ from drustage.evaluation.classification import (
     reliability_table,
 )
 from drustage.inference.checkpoints import load_checkpoint
-from drustage.inference.classifier import expected_class, load_classifier
+from drustage.inference.classifier import class_spread, expected_class, load_classifier, predict_logits
 from drustage.stages import get_scheme
 from drustage.training.classifier import ClassifierTrainResult, off_bone_count, train_classifier
 from drustage.training.config import ClassifierConfig
@@ -123,18 +124,39 @@ def test_off_bone_crops_come_from_training_films_and_join_each_aged_batch(quick_
     aged = build_aged_crops(dataset, config, _aged_splits(dataset), progress=False)
     assert aged.off_bone is not None and aged.off_bone.shape[1:] == (1, 160, 120)
     assert 0 < len(aged.off_bone) <= len(aged.part("train"))  # one per training film with room off the bones
+    # the validation films' own (for the readability threshold), none of the test films'
+    assert 0 < len(aged.off_bone_validation) <= len(aged.part("validation"))
     assert off_bone_count(config, aged) == 2 and off_bone_count(replace(config, off_bone_share=0.0), aged) == 0
     assert off_bone_count(replace(config, off_bone_share=0.9), aged) == 3  # at least one film a batch
     train_classifier(dataset, config, tmp_path / "with", progress=False, aged=aged)
     payload = load_checkpoint(tmp_path / "with/classifier.pt", "classifier")
-    assert payload["data"]["off_bone_crops"] == len(aged.off_bone) and payload["config"]["off_bone_share"] == 0.5
-    # the same films without their off-bone crops train other weights: the crops are used
-    train_classifier(dataset, config, tmp_path / "without", progress=False, aged=replace(aged, off_bone=None))
+    assert payload["data"]["off_bone_crops"] == {"train": len(aged.off_bone),
+                                                 "validation": len(aged.off_bone_validation)}
+    assert payload["config"]["off_bone_share"] == 0.5
+    # the readability threshold, fitted on the validation films, reads at least the share asked of
+    # their crops on the bones; the shares recorded are those the saved model gives
+    readable = payload["readability"]
+    model, _ = load_classifier(tmp_path / "with/classifier.pt")
+    on_bone = class_spread(predict_logits(model, aged.crops[aged.part("validation")]).softmax(1).numpy())
+    off_bone = class_spread(predict_logits(model, aged.off_bone_validation).softmax(1).numpy())
+    assert readable["max_spread"] >= np.quantile(on_bone, config.readable_min_kept, method="higher") - 1e-4
+    assert readable["max_spread"] >= np.quantile(off_bone, config.readable_off_bone_read) - 1e-4
+    assert readable["on_bone_read"] == pytest.approx((on_bone <= readable["max_spread"] + 1e-4).mean())
+    assert readable["off_bone_read"] == pytest.approx((off_bone <= readable["max_spread"] + 1e-4).mean())
+    assert readable["on_bone_read"] >= config.readable_min_kept and 0 <= readable["labelled_read"] <= 1
+    assert json.loads((tmp_path / "with/metrics.json").read_text())["readability"] == readable
+    # the same films without their off-bone crops train other weights: the crops are used; and
+    # without validation off-bone crops no threshold is fitted (every reading is given)
+    train_classifier(dataset, config, tmp_path / "without", progress=False,
+                     aged=replace(aged, off_bone=None, off_bone_validation=None))
     without = load_checkpoint(tmp_path / "without/classifier.pt", "classifier")
-    assert without["data"]["off_bone_crops"] == 0
+    assert without["data"]["off_bone_crops"] == {"train": 0, "validation": 0} and without["readability"] is None
     assert any(not torch.equal(v, without["state_dict"][k]) for k, v in payload["state_dict"].items())
     with pytest.raises(ValueError, match="off_bone_share must be in"):
         ClassifierConfig(off_bone_share=1.0).validate()
+    for name in ("readable_off_bone_read", "readable_min_kept"):
+        with pytest.raises(ValueError, match=f"{name} must be in"):
+            ClassifierConfig(**{name: 1.5}).validate()
 
 
 def test_the_ranking_loss_rewards_older_films_reading_more_mature():

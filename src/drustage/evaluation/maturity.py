@@ -8,8 +8,10 @@ means, the implausible readings (``growth.implausible_for_age``) and how many of
 predictor left unflagged, and a reliability diagram of the phase confidence against the phase the
 age implies; the Spearman correlation again over the films whose box needs no review (given, or
 detected with a score of at least ``REVIEW_DETECTION_SCORE``) tells the classifier's share of
-the figure from the detector's failures. Writes ``validation.json``, ``report.md``,
-``report.html``, ``cases.csv`` and the pictures.
+the figure from the detector's failures. Readings the predictor withheld (a box showing no
+readable bone) are counted beside the figures, which cover the films read, and shown on a sheet
+of their own. Writes ``validation.json``, ``report.md``, ``report.html``, ``cases.csv`` and the
+pictures.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ SEX_NAMES = {"F": "girls", "M": "boys"}
 
 @dataclass(frozen=True)
 class Reading:
-    """One film's reading of one bone, beside the patient's age and sex."""
+    """One film's reading of one bone, beside the patient's age and sex; ``prediction`` None: the
+    predictor withheld the reading (no readable bone in the box), and the figures leave it out."""
 
     source: str
     path: str
@@ -43,11 +46,11 @@ class Reading:
     sex: str | None
     age_years: float
     scheme: str
-    prediction: str
-    phase: str
-    confidence: float
-    phase_confidence: float
-    expected_class: float  # probability-weighted class index (1-based for stages)
+    prediction: str | None
+    phase: str | None
+    confidence: float | None
+    phase_confidence: float | None
+    expected_class: float | None  # probability-weighted class index (1-based for stages)
     age_phase: str  # the phase the growth table gives this age
     implausible: str | None  # the reason, or None
     needs_review: bool
@@ -57,7 +60,8 @@ class Reading:
 
 def readings_from_reports(reports: list[dict], films: list[AgedFilm]) -> tuple[list[Reading], list[str]]:
     """Pair prediction reports with the sheet's films by file name; one line per report without a
-    film, per film without a report and per bone not found (those count as not read)."""
+    film, per film without a report and per bone not found (those count as not read). A bone
+    found whose reading was withheld is a reading with no prediction."""
     from drustage.pipeline import implausible_reading
 
     by_name: dict[str, AgedFilm] = {}
@@ -74,10 +78,18 @@ def readings_from_reports(reports: list[dict], films: list[AgedFilm]) -> tuple[l
         patient = PatientInfo(film.sex, film.age_years)
         for bone in BONES:
             result = report[bone]
-            if not result.get("prediction"):
+            if not result.get("found"):
                 problems.append(f"{report['source']}: {bone} not read ({bone} not found)")
                 continue
             scheme = get_scheme(result["scheme"], bone)
+            if not result.get("prediction"):
+                readings.append(Reading(
+                    source=report["source"], path=str(film.path), bone=bone, sex=film.sex, age_years=film.age_years,
+                    scheme=scheme.name, prediction=None, phase=None, confidence=None, phase_confidence=None,
+                    expected_class=None, age_phase=expected_stage_for_age(bone, film.age_years, film.sex).phase,
+                    implausible=None, needs_review=bool(report["needs_review"]), box=tuple(result["box"]),
+                    detection_score=result.get("detection_score")))
+                continue
             probabilities = np.array([result["probabilities"][c] for c in scheme.classes])
             offset = 1 if scheme.name == "stage" else 0
             readings.append(Reading(
@@ -113,7 +125,8 @@ class ClassAges:
 class BoneSexValidation:
     """Figures for one bone and one sex."""
 
-    n: int
+    n: int  # films read
+    withheld: int  # films whose reading the predictor withheld (no readable bone in the box)
     spearman: float | None  # expected class against age; None when it cannot be computed
     # the same over the films whose box was given or detected with a score needing no review:
     # the classifier's share of the figure, apart from the detector's failures
@@ -159,9 +172,13 @@ def _spearman(readings: list[Reading]) -> float | None:
 
 
 def bone_sex_metrics(readings: list[Reading]) -> BoneSexValidation:
-    """Figures for one bone and one sex."""
+    """Figures for one bone and one sex (over the films read; the withheld ones counted)."""
     from drustage.evaluation.classification import expected_calibration_error, reliability_table
 
+    withheld = sum(r.prediction is None for r in readings)
+    readings = read_only(readings)
+    if not readings:
+        return BoneSexValidation(0, withheld, None, 0, None, {}, 0, 0, 0, float("nan"), float("nan"), ())
     ages = np.array([r.age_years for r in readings])
     confident = [r for r in readings if r.detection_score is None or r.detection_score >= REVIEW_DETECTION_SCORE]
     scheme = readings[0].scheme
@@ -176,6 +193,7 @@ def bone_sex_metrics(readings: list[Reading]) -> BoneSexValidation:
     implausible = [r for r in readings if r.implausible]
     return BoneSexValidation(
         n=len(readings),
+        withheld=withheld,
         spearman=_spearman(readings),
         confident_boxes=len(confident),
         spearman_confident_boxes=_spearman(confident),
@@ -202,6 +220,11 @@ def validation_metrics(readings: list[Reading], problems: Sequence[str] = ()) ->
     return MaturityValidation(bones, len({r.source for r in readings}), len(unflagged), tuple(problems))
 
 
+def read_only(readings: list[Reading]) -> list[Reading]:
+    """The readings the predictor gave (not withheld)."""
+    return [r for r in readings if r.prediction is not None]
+
+
 def plot_age_by_stage(readings: list[Reading], path: Path) -> Path:
     """Ages per predicted class (points and box) beside the growth table's mean age (diamonds)."""
     from drustage.evaluation.classification import pyplot, save_figure
@@ -212,7 +235,7 @@ def plot_age_by_stage(readings: list[Reading], path: Path) -> Path:
     for row, bone in enumerate(BONES):
         for col, sex in enumerate(("F", "M")):
             ax = axes[row][col]
-            subset = [r for r in readings if r.bone == bone and r.sex == sex]
+            subset = [r for r in read_only(readings) if r.bone == bone and r.sex == sex]
             ax.set(title=f"{bone}, {SEX_NAMES[sex]} (n={len(subset)})", ylabel="age (years)")
             if not subset:
                 continue
@@ -236,7 +259,7 @@ def worst_readings(readings: list[Reading], count: int = 24) -> list[Reading]:
     """Implausible readings first (unflagged before flagged), then the furthest from the age."""
     def distance(r: Reading) -> float:
         return abs(PHASES.index(r.phase) - PHASES.index(r.age_phase))
-    return sorted(readings, key=lambda r: (r.implausible is None, r.needs_review, -distance(r)))[:count]
+    return sorted(read_only(readings), key=lambda r: (r.implausible is None, r.needs_review, -distance(r)))[:count]
 
 
 def readings_sheet(readings: list[Reading], path: Path) -> Path:
@@ -252,7 +275,8 @@ def readings_sheet(readings: list[Reading], path: Path) -> Path:
         except (ValueError, OSError):  # a film moved since it was read: left off the sheet
             continue
         flag = ("IMPLAUSIBLE, " if r.implausible else "") + ("flagged" if r.needs_review else "not flagged")
-        title = f"{Path(r.source).stem} {r.sex or '?'} {r.age_years:.1f}y {r.prediction} {r.confidence:.0%} {flag}"
+        reading = "withheld" if r.prediction is None else f"{r.prediction} {r.confidence:.0%}"
+        title = f"{Path(r.source).stem} {r.sex or '?'} {r.age_years:.1f}y {r.bone} {reading} {flag}"
         score = 1.0 if r.detection_score is None else r.detection_score  # a given box is sure
         panels.append((image, {r.bone: Detection(r.bone, r.box, score)}, None, title))
     return detection_sheet(panels, path, columns=4, cell=320)
@@ -263,7 +287,7 @@ def write_validation(readings: list[Reading], problems: list[str], out: str | Pa
     """Every output of ``drustage validate`` in ``out``; returns the metrics."""
     from drustage.evaluation.classification import plot_reliability
 
-    if not readings:
+    if not read_only(readings):
         raise ValueError("no readings to validate: no prediction matched a film of the age sheet")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -274,6 +298,9 @@ def write_validation(readings: list[Reading], problems: list[str], out: str | Pa
                      out / "reliability.png", "phase confidence against the age's phase")
     worst = worst_readings(readings)
     readings_sheet(worst, out / "worst_readings.png")
+    withheld = [r for r in readings if r.prediction is None]
+    if withheld:
+        readings_sheet(withheld[:24], out / "withheld_readings.png")
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(asdict(readings[0])), lineterminator="\n")
     writer.writeheader()
@@ -293,14 +320,15 @@ def summary_rows(metrics: MaturityValidation) -> list[list[str]]:
         for sex, m in by_sex.items():
             spearman = "—" if m.spearman is None else f"{m.spearman:.3f}"
             confident = "—" if m.spearman_confident_boxes is None else f"{m.spearman_confident_boxes:.3f}"
-            rows.append([bone, SEX_NAMES[sex], str(m.n), spearman, f"{confident} ({m.confident_boxes})",
+            rows.append([bone, SEX_NAMES[sex], str(m.n), str(m.withheld), spearman,
+                         f"{confident} ({m.confident_boxes})",
                          f"{m.phase_agrees_with_age:.1%}",
                          f"{m.phase_ece_against_age:.3f}", str(m.implausible), str(m.implausible_unflagged),
                          str(m.flagged)])
     return rows
 
 
-SUMMARY_HEADER = ["bone", "sex", "n", "Spearman (expected stage, age)",
+SUMMARY_HEADER = ["bone", "sex", "n read", "withheld (no readable bone)", "Spearman (expected stage, age)",
                   f"Spearman, boxes given or scoring ≥ {REVIEW_DETECTION_SCORE:g} (n)", "phase as the age's",
                   "ECE vs the age's phase", "implausible", "implausible, not flagged", "flagged for review"]
 
@@ -314,10 +342,17 @@ def validation_markdown(metrics: MaturityValidation, title: str = "") -> str:
     lines += ["| " + " | ".join(row) + " |" for row in summary_rows(metrics)]
     lines += ["", "![ages per stage](age_by_stage.png)", "", "![reliability](reliability.png)", "",
               "Worst readings (implausible first):", "", "![worst readings](worst_readings.png)", ""]
+    if _withheld_count(metrics):
+        lines += ["Withheld readings (no readable bone in the box):", "",
+                  "![withheld readings](withheld_readings.png)", ""]
     if metrics.problems:
         lines += [f"{len(metrics.problems)} item(s) not read:", ""]
         lines += [f"- {p}" for p in metrics.problems[:50]]
     return "\n".join(lines) + "\n"
+
+
+def _withheld_count(metrics: MaturityValidation) -> int:
+    return sum(m.withheld for by_sex in metrics.bones.values() for m in by_sex.values())
 
 
 def validation_table_html(metrics: MaturityValidation) -> str:
@@ -336,6 +371,9 @@ def validation_html(metrics: MaturityValidation, title: str = "", prefix: str = 
                f'<figure><img src="{prefix}reliability.png" alt="reliability diagram"></figure>'
                f'<h3>Worst readings (implausible first)</h3>'
                f'<figure><img src="{prefix}worst_readings.png" alt="worst readings"></figure>')
+    if _withheld_count(metrics):
+        section += ('<h3>Withheld readings (no readable bone in the box)</h3>'
+                    f'<figure><img src="{prefix}withheld_readings.png" alt="withheld readings"></figure>')
     if prefix:
         return section
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>maturity validation</title>"

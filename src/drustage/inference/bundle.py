@@ -94,8 +94,10 @@ def assemble_bundle(out: str | Path, detector: str | Path, radius: str | Path, u
                            "sha256": file_sha256(out / FILES[part])} for part in FILES},
         "detector": {"config": payloads["detector"]["config"], "metrics": payloads["detector"].get("metrics"),
                      "data": _data_summary(payloads["detector"])},
+        # readability: the class spread above which a reading is withheld (both runtimes read it here)
         **{bone: {"scheme": payloads[bone]["scheme"], "config": payloads[bone]["config"],
-                  "metrics": payloads[bone].get("metrics"), "data": _data_summary(payloads[bone])}
+                  "metrics": payloads[bone].get("metrics"), "readability": payloads[bone].get("readability"),
+                  "data": _data_summary(payloads[bone])}
            for bone in BONES},
         "versions": payloads["detector"]["versions"],
     }

@@ -19,8 +19,8 @@ from drustage.inference.device import DEFAULT_DEVICE, mixed_precision, resolve_d
 from drustage.models.classifier import StageClassifier
 from drustage.models.spec import parse_net_spec
 
-__all__ = ["ClassifierBackend", "TorchClassifier", "expected_class", "load_classifier", "predict_logits",
-           "window_batch"]
+__all__ = ["ClassifierBackend", "TorchClassifier", "class_spread", "expected_class", "load_classifier",
+           "predict_logits", "window_batch"]
 
 
 class ClassifierBackend(Protocol):
@@ -85,6 +85,15 @@ def predict_logits(model: torch.nn.Module, context: torch.Tensor, batch: int = 2
 def expected_class(probabilities: np.ndarray) -> np.ndarray:
     """The probability-weighted class index (classes are ordinal): a continuous maturity score."""
     return probabilities @ np.arange(probabilities.shape[1], dtype=np.float64)
+
+
+def class_spread(probabilities: np.ndarray) -> np.ndarray:
+    """The standard deviation of the class index under the probabilities (classes are ordinal), in
+    classes: about the target's width on readable bone, near the uniform's on a box that shows none
+    (a classifier trained with off-bone crops reads those as no class in particular)."""
+    index = np.arange(probabilities.shape[-1], dtype=np.float64)
+    mean = probabilities @ index
+    return np.sqrt(np.clip(probabilities @ index ** 2 - mean ** 2, 0.0, None))
 
 
 class TorchClassifier:

@@ -282,7 +282,8 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @app.get("/v1/predictions")
     def list_predictions(limit: int = Query(20, ge=1, le=500, description="newest first")):
         items = [{"id": result_id, "created": created, "links": _links(result_id),
-                  **{bone: {k: report[bone][k] for k in ("prediction", "phase", "confidence")} for bone in BONES},
+                  **{bone: {k: report[bone][k] for k in ("found", "prediction", "phase", "confidence")}
+                     for bone in BONES},
                   "guidance": (report["guidance"] or {}).get("rule"), "needs_review": report["needs_review"]}
                  for result_id, created, report in engine.results.recent(limit)]
         return {"count": len(items), "retention": config.max_results, "items": items}

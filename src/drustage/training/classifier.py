@@ -9,7 +9,9 @@ supervision (``training.crop_sets.AgedCrops``): their target is the stage distri
 that age (``growth.stage_distribution``), learnt with a soft cross-entropy beside the labelled
 crops' hard one, so the labels keep the stages' meaning while the real films teach what real
 bone looks like at each maturity. After model selection a temperature is fitted on the
-validation crops, so the probabilities a bundle reports are calibrated.
+validation crops, so the probabilities a bundle reports are calibrated; with off-bone crops, a
+class-spread threshold is fitted on the validation films too, above which a reading is withheld
+as showing no readable bone (``_fit_readability``).
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from drustage.evaluation.classification import (
     write_learning_curves,
 )
 from drustage.inference.checkpoints import save_checkpoint
-from drustage.inference.classifier import expected_class, load_classifier, predict_logits, window_batch
+from drustage.inference.classifier import (class_spread, expected_class, load_classifier, predict_logits,
+                                           window_batch)
 from drustage.inference.device import grad_scaler, mixed_precision, resolve_device
 from drustage.io_utils import atomic_write_text
 from drustage.models.classifier import StageClassifier
@@ -201,6 +204,11 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
 
     best.restore(model)
     calibration = _calibrate(model, validation_context, validation_labels, config.calibrate)
+    readability = None if aged is None else _fit_readability(model, aged, config, validation_context)
+    if readability is not None and progress:
+        log.info("readable up to a class spread of %.2f: %.1f%% of the validation films' crops read, %.1f%% of "
+                 "their off-bone crops", readability["max_spread"], 100 * readability["on_bone_read"],
+                 100 * readability["off_bone_read"])
     test_probabilities = predict_logits(model, data.crops[split.test]).softmax(1).numpy()
     result = ClassifierTrainResult(probability_metrics(data.labels[split.test], test_probabilities, scheme),
                                    best.step, None if aged is None else _aged_spearman(model, aged, aged_validation))
@@ -216,17 +224,21 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
         save_checkpoint(
             out / "classifier.pt", "classifier", model.state_dict(),
             config=config.to_dict(), scheme=scheme.to_dict(), input_size=list(CROP_SIZE),
-            metrics=test_metrics, history=history, calibration=calibration,
+            metrics=test_metrics, history=history, calibration=calibration, readability=readability,
             data={"dataset": str(dataset.root.name), "class_counts": counts,
                   "split": {"train": len(split.train), "validation": len(split.validation), "test": len(split.test)},
                   "test_ids": [data.image_ids[i] for i in split.test],
                   **({} if aged is None else {"aged": {name: int((aged.splits == name).sum())
                                                         for name in ("train", "validation", "test")},
-                                               "off_bone_crops": 0 if aged.off_bone is None else len(aged.off_bone),
+                                               "off_bone_crops": {part: 0 if crops is None else len(crops)
+                                                                  for part, crops in (("train", aged.off_bone),
+                                                                                      ("validation",
+                                                                                       aged.off_bone_validation))},
                                                "aged_test_ids": [aged.image_ids[i] for i in aged.part("test")]})},
         )
     atomic_write_text(out / "metrics.json", json.dumps({"config": config.to_dict(), "test": test_metrics,
-                                                        "calibration": calibration, "class_counts": counts},
+                                                        "calibration": calibration, "readability": readability,
+                                                        "class_counts": counts},
                                                        indent=2) + "\n")
     distributed.barrier()
     return result
@@ -257,6 +269,30 @@ def _calibrate(model: StageClassifier, context: torch.Tensor, labels: np.ndarray
 
     return {"temperature": temperature, "fitted_on": "validation", "n": int(len(labels)),
             "ece_before": ece(before), "ece_after": ece(after)}
+
+
+def _fit_readability(model: StageClassifier, aged: AgedCrops, config: ClassifierConfig,
+                     labelled: torch.Tensor) -> dict | None:
+    """The class spread above which a reading shows no readable bone, fitted on the validation
+    films: it leaves ``config.readable_off_bone_read`` of their off-bone crops read, raised if need
+    be to read ``config.readable_min_kept`` of their crops on the bones; with the shares read at it
+    (and of the labelled validation crops). None without validation off-bone crops."""
+    if aged.off_bone_validation is None:
+        return None
+
+    def spreads(context: torch.Tensor) -> np.ndarray:
+        return class_spread(predict_logits(model, context).softmax(1).numpy())
+
+    on_bone = spreads(aged.crops[aged.part("validation")])
+    off_bone = spreads(aged.off_bone_validation)
+    threshold = float(max(np.quantile(off_bone, config.readable_off_bone_read),
+                          # "higher": the share asked is read whatever the number of films
+                          np.quantile(on_bone, config.readable_min_kept, method="higher")))
+    return {"max_spread": round(threshold, 4), "fitted_on": "validation",
+            "films": int(len(on_bone)), "off_bone_crops": int(len(off_bone)),
+            "on_bone_read": float((on_bone <= threshold).mean()),
+            "off_bone_read": float((off_bone <= threshold).mean()),
+            "labelled_read": float((spreads(labelled) <= threshold).mean())}
 
 
 def evaluate_classifier(checkpoint: str | Path, dataset: Dataset, out: str | Path, held_out_only: bool = True,

@@ -54,6 +54,12 @@ class ClassifierConfig:
     # tissue, a finger, a marker, background), with a uniform target: what a detector's stray box
     # shows should read as no stage in particular (low confidence, flagged), not as a confident one
     off_bone_share: float = 0.0
+    # With off-bone crops, a reading is withheld (no readable bone in the box) when its class spread
+    # (``inference.classifier.class_spread``) exceeds a threshold fitted on the validation films: the
+    # spread that leaves this share of their off-bone crops read ...
+    readable_off_bone_read: float = 0.05
+    # ... raised, if need be, until at least this share of their on-bone crops is read
+    readable_min_kept: float = 0.97
     calibrate: bool = True  # fit a temperature on the validation crops after model selection
     per_class_cap: dict[str, int] | None = None  # subsample classes, e.g. the paper's set sizes
     device: str = DEFAULT_DEVICE  # auto, cpu, cuda or cuda:N; mixed precision on CUDA
@@ -84,6 +90,9 @@ class ClassifierConfig:
             raise ValueError("aged_rank_weight and aged_rank_margin must be >= 0")
         if not 0 <= self.off_bone_share < 1:
             raise ValueError(f"off_bone_share must be in [0, 1), got {self.off_bone_share}")
+        for name in ("readable_off_bone_read", "readable_min_kept"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.epoch_samples is not None and self.epoch_samples <= 0:
             raise ValueError(f"epoch_samples must be positive, got {self.epoch_samples}")
         if self.min_stage is not None:

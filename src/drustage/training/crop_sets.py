@@ -71,8 +71,10 @@ class AgedCrops:
     image_ids: list[str]
     splits: np.ndarray  # (N,) "train", "validation" or "test"
     # (M, 1, 160, 120) crops of the training films' boxes moved off the bones (see
-    # ``ClassifierConfig.off_bone_share``); None when the config asks for none
+    # ``ClassifierConfig.off_bone_share``), and the validation films' (which fit the readability
+    # threshold); None when the config asks for none
     off_bone: torch.Tensor | None = None
+    off_bone_validation: torch.Tensor | None = None
 
     def part(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.splits == split)
@@ -114,17 +116,19 @@ def build_aged_crops(dataset: Dataset, config: ClassifierConfig, splits: dict[st
         parts.append(splits[record.image_id])
     if not arrays:
         raise ValueError(f"{dataset.root}: no {config.bone} crops of films with an age")
-    off_bone = None
+    off_bone = {"train": None, "validation": None}
     if config.off_bone_share > 0:
-        trained = {i for i, part in zip(ids, parts) if part == "train"}
-        training = dataset.with_records(r for r in dataset.records if r.image_id in trained)
-        moved = extract_context_crops(training, workers=workers, progress=progress, off_bone_seed=config.seed)
-        found = [c[config.bone] for c in moved.values() if config.bone in c]
-        if not found:
-            raise ValueError(f"{dataset.root}: no place off the bones for an off-bone {config.bone} crop")
-        off_bone = torch.from_numpy(np.stack(found))[:, None]
+        for part in off_bone:
+            films = {i for i, film_part in zip(ids, parts) if film_part == part}
+            moved = extract_context_crops(dataset.with_records(r for r in dataset.records if r.image_id in films),
+                                          workers=workers, progress=progress, off_bone_seed=config.seed)
+            found = [c[config.bone] for c in moved.values() if config.bone in c]
+            if not found:
+                raise ValueError(f"{dataset.root}: no place off the bones of the {part} films for an off-bone "
+                                 f"{config.bone} crop")
+            off_bone[part] = torch.from_numpy(np.stack(found))[:, None]
     return AgedCrops(torch.from_numpy(np.stack(arrays))[:, None], torch.from_numpy(np.stack(targets)),
-                     np.array(ages), sexes, ids, np.array(parts), off_bone)
+                     np.array(ages), sexes, ids, np.array(parts), off_bone["train"], off_bone["validation"])
 
 
 def balanced_indices(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

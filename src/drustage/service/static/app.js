@@ -49,6 +49,11 @@ function pct(value) {
   return `${Math.round(100 * value)}%`;
 }
 
+// a bone's reading in a few characters; a withheld one (no readable bone in the box) says so
+function readingText(result) {
+  return result.prediction === null ? "not read" : `${result.prediction} (${pct(result.confidence)})`;
+}
+
 function renderBone(result, resultId) {
   const card = $(`card-${result.bone}`);
   card.className = `bone-card ${result.bone}`;
@@ -60,6 +65,13 @@ function renderBone(result, resultId) {
   const crop = el("img", { alt: `${result.bone} crop`, class: "crop", "data-bone": result.bone });
   crop.src = cropUrl(resultId, result.bone);
   const source = result.detection_score === null ? "box given" : `detector score ${result.detection_score.toFixed(2)}`;
+  if (result.prediction === null) {
+    card.append(crop, el("div", {},
+      el("div", { class: "stage", "data-field": "prediction" }, "not read"),
+      el("div", { "data-field": "phase" }, "no readable bone in the box: check it"),
+      el("div", { class: "meta" }, source)));
+    return;
+  }
   card.append(
     crop,
     el("div", {},
@@ -107,7 +119,7 @@ function renderBoxes(report) {
     const result = report[bone];
     if (!result.box) continue;
     const node = el("div", { class: `box ${bone}`, "data-bone": bone },
-      el("span", { class: "tag" }, `${bone} ${result.prediction} (${pct(result.confidence)})`));
+      el("span", { class: "tag" }, `${bone} ${readingText(result)}`));
     placeBox(node, result.box, width, height);
     viewer.append(node);
   }
@@ -147,6 +159,10 @@ async function upload(file) {
   refreshPast();
 }
 
+function pastReading(summary) {
+  return summary.prediction ?? (summary.found ? "not read" : "not found");
+}
+
 // past results are kept by the server (across restarts when it has a state folder)
 async function refreshPast() {
   const response = await fetch("/v1/predictions?limit=50");
@@ -157,7 +173,7 @@ async function refreshPast() {
     const when = new Date(item.created * 1000).toLocaleString();
     const flag = item.needs_review ? " · review" : "";
     select.append(el("option", { value: item.id },
-      `${when}: radius ${item.radius.prediction ?? "not found"}, ulna ${item.ulna.prediction ?? "not found"}${flag}`));
+      `${when}: radius ${pastReading(item.radius)}, ulna ${pastReading(item.ulna)}${flag}`));
   }
 }
 
