@@ -6,8 +6,8 @@ readings further apart than the growth table allows are flagged for human review
 guessed; the last two also withhold the bracing guidance. A box whose reading is spread over the
 classes more than the bundle's classifier spreads on readable bone (``readability`` in its
 manifest, fitted on validation films) shows no readable bone: that reading, and so the guidance,
-is withheld and the box flagged. Reports carry no DICOM header content
-beyond geometry; the patient's sex and age are used for the checks and never written.
+is withheld and the box flagged. Reports carry no DICOM header content beyond geometry; the
+patient's sex and age are used for the checks and never written.
 
 With a ``stage`` scheme the phase is read first (the classes' probabilities summed per phase) and
 the stage is the most probable one inside that phase, so stage, phase and guidance always agree.
