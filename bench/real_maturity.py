@@ -46,28 +46,21 @@ RECIPES = {
 }
 
 
-def readable(payload: dict, probabilities: np.ndarray) -> np.ndarray:
-    """Which readings the predictor gives (the rest it withholds: no readable bone in the box)."""
-    from drustage.inference.classifier import class_spread
-
-    limit = (payload.get("readability") or {}).get("max_spread")
-    return np.ones(len(probabilities), bool) if limit is None else class_spread(probabilities) <= limit
-
-
 def off_bone_read(checkpoint: Path, crops) -> dict:
     """The shares of off-bone crops (no radius or ulna in them) read at all, and read with a top
     probability >= 0.8."""
-    from drustage.inference.classifier import load_classifier, predict_logits
+    from drustage.inference.classifier import load_classifier, predict_logits, readability_limit, readable
 
     model, payload = load_classifier(checkpoint)
     probabilities = predict_logits(model, crops).softmax(1).numpy()
-    read = readable(payload, probabilities)
+    read = readable(probabilities, readability_limit(payload))
     return {"read": float(read.mean()), "confident": float((read & (probabilities.max(1) >= 0.8)).mean())}
 
 
 def score(checkpoint: Path, aged, index: np.ndarray) -> dict:
     from drustage.growth import PatientInfo
-    from drustage.inference.classifier import expected_class, load_classifier, predict_logits
+    from drustage.inference.classifier import (expected_class, load_classifier, predict_logits, readability_limit,
+                                               readable)
     from drustage.pipeline import BoneResult, implausible_reading, read_probabilities
     from drustage.training.objectives import within_sex_spearman
 
@@ -76,7 +69,7 @@ def score(checkpoint: Path, aged, index: np.ndarray) -> dict:
     probabilities = predict_logits(model, aged.crops[index]).softmax(1).numpy()
     sexes = [aged.sexes[i] for i in index]
     spearman = within_sex_spearman(expected_class(probabilities), aged.ages[index], sexes)
-    read = readable(payload, probabilities)
+    read = readable(probabilities, readability_limit(payload))
     spearman_read = within_sex_spearman(expected_class(probabilities[read]), aged.ages[index][read],
                                         [s for s, kept in zip(sexes, read) if kept])
     implausible = []

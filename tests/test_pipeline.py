@@ -259,12 +259,16 @@ def test_a_box_showing_no_readable_bone_keeps_its_box_but_withholds_its_reading(
 
 
 def test_class_spread_is_the_class_indexs_standard_deviation():
-    from drustage.inference.classifier import class_spread
+    from drustage.inference.classifier import class_spread, readability_limit, readable
 
     uniform = np.full(11, 1 / 11)
     assert class_spread(uniform) == pytest.approx(np.sqrt((11 ** 2 - 1) / 12))
     assert class_spread(np.eye(9)[4]) == pytest.approx(0.0)
     assert class_spread(np.array([[0.5, 0, 0.5], [0, 1, 0]])) == pytest.approx([1.0, 0.0])
+    both = np.array([[0.5, 0, 0.5], [0, 1, 0]])
+    assert readable(both, None).tolist() == [True, True] and readable(both, 0.5).tolist() == [False, True]
+    assert readability_limit({"readability": {"max_spread": 2.1}}) == 2.1
+    assert readability_limit({"readability": None}) is None and readability_limit({}) is None
 
 
 def test_a_stage_reading_takes_the_most_probable_phase_then_its_best_stage():

@@ -25,7 +25,7 @@ from drustage.data.layout import checked_box
 from drustage.growth import PatientInfo, discordance, implausible_for_age, mean_age_at
 from drustage.imaging import Radiograph
 from drustage.inference.bundle import Bundle, check_member
-from drustage.inference.classifier import TorchClassifier, class_spread, load_classifier
+from drustage.inference.classifier import TorchClassifier, class_spread, load_classifier, readability_limit, readable
 from drustage.inference.detector import Detector
 from drustage.inference.device import DEFAULT_DEVICE, resolve_device
 from drustage.stages import BONES, PHASES, ClassScheme, Stage, bracing_guidance, withheld_guidance
@@ -159,7 +159,7 @@ class Predictor:
                 check_member(bundle, bone, classifier.payload)
         self.schemes = {bone: scheme_from_dict(bundle.manifest[bone]["scheme"]) for bone in BONES}
         # None (bundles from classifiers trained without off-bone crops): every reading is given
-        self.max_spread = {bone: (bundle.manifest[bone].get("readability") or {}).get("max_spread") for bone in BONES}
+        self.max_spread = {bone: readability_limit(bundle.manifest[bone]) for bone in BONES}
         self.min_confidence = min_confidence
         self.review_detection_score = (REVIEW_DETECTION_SCORE if review_detection_score is None
                                        else review_detection_score)
@@ -231,7 +231,7 @@ class Predictor:
                                    f"{self.review_detection_score:.2f}): check it lies on the {bone}")
                 read_probabilities(result, scheme, probabilities[bone])
                 limit = self.max_spread[bone]
-                if limit is not None and result.class_spread > limit:
+                if not readable(probabilities[bone], limit):
                     withhold_reading(result)
                     reasons.append(f"{bone} box shows no readable bone (its reading spreads over "
                                    f"±{result.class_spread:.1f} classes, readable bone over at most "

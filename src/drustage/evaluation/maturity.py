@@ -82,26 +82,23 @@ def readings_from_reports(reports: list[dict], films: list[AgedFilm]) -> tuple[l
                 problems.append(f"{report['source']}: {bone} not read ({bone} not found)")
                 continue
             scheme = get_scheme(result["scheme"], bone)
-            if not result.get("prediction"):
-                readings.append(Reading(
-                    source=report["source"], path=str(film.path), bone=bone, sex=film.sex, age_years=film.age_years,
-                    scheme=scheme.name, prediction=None, phase=None, confidence=None, phase_confidence=None,
-                    expected_class=None, age_phase=expected_stage_for_age(bone, film.age_years, film.sex).phase,
-                    implausible=None, needs_review=bool(report["needs_review"]), box=tuple(result["box"]),
-                    detection_score=result.get("detection_score")))
+            film_fields = dict(
+                source=report["source"], path=str(film.path), bone=bone, sex=film.sex, age_years=film.age_years,
+                scheme=scheme.name, age_phase=expected_stage_for_age(bone, film.age_years, film.sex).phase,
+                needs_review=bool(report["needs_review"]), box=tuple(result["box"]),
+                detection_score=result.get("detection_score"))
+            if not result.get("prediction"):  # withheld: no readable bone in the box
+                readings.append(Reading(**film_fields, prediction=None, phase=None, confidence=None,
+                                        phase_confidence=None, expected_class=None, implausible=None))
                 continue
             probabilities = np.array([result["probabilities"][c] for c in scheme.classes])
             offset = 1 if scheme.name == "stage" else 0
             readings.append(Reading(
-                source=report["source"], path=str(film.path), bone=bone, sex=film.sex, age_years=film.age_years,
-                scheme=scheme.name, prediction=result["prediction"], phase=result["phase"],
+                **film_fields, prediction=result["prediction"], phase=result["phase"],
                 confidence=float(result["confidence"]),
                 phase_confidence=float(result.get("phase_confidence") or result["confidence"]),
                 expected_class=float(probabilities @ np.arange(offset, len(probabilities) + offset)),
-                age_phase=expected_stage_for_age(bone, film.age_years, film.sex).phase,
-                implausible=implausible_reading(scheme, result["prediction"], patient),
-                needs_review=bool(report["needs_review"]), box=tuple(result["box"]),
-                detection_score=result.get("detection_score")))
+                implausible=implausible_reading(scheme, result["prediction"], patient)))
     problems += [f"{f.path.name}: in the age sheet, no prediction" for f in films if f.path.name not in seen]
     return readings, problems
 

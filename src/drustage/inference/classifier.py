@@ -20,7 +20,7 @@ from drustage.models.classifier import StageClassifier
 from drustage.models.spec import parse_net_spec
 
 __all__ = ["ClassifierBackend", "TorchClassifier", "class_spread", "expected_class", "load_classifier",
-           "predict_logits", "window_batch"]
+           "predict_logits", "readability_limit", "readable", "window_batch"]
 
 
 class ClassifierBackend(Protocol):
@@ -94,6 +94,19 @@ def class_spread(probabilities: np.ndarray) -> np.ndarray:
     index = np.arange(probabilities.shape[-1], dtype=np.float64)
     mean = probabilities @ index
     return np.sqrt(np.clip(probabilities @ index ** 2 - mean ** 2, 0.0, None))
+
+
+def readability_limit(record: dict) -> float | None:
+    """The class spread past which a classifier's reading is withheld, as its checkpoint payload or
+    its bundle-manifest entry records it (``readability``); None: every reading is given."""
+    return (record.get("readability") or {}).get("max_spread")
+
+
+def readable(probabilities: np.ndarray, limit: float | None) -> np.ndarray:
+    """Which readings are given under a readability limit (the rest show no readable bone)."""
+    if limit is None:
+        return np.ones(probabilities.shape[:-1], bool)
+    return class_spread(probabilities) <= limit
 
 
 class TorchClassifier:
