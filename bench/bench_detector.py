@@ -1,9 +1,11 @@
-"""Detector speed on CPU for each backbone and memory layout of the convolutions: latency per
-radiograph (median of 20 after warm-up) and training time per 100 iterations (batch 2), on
-full-size phantoms. The library runs channels-last (the layout its oneDNN convolutions prefer).
+"""Detector speed on CPU for each backbone, memory layout of the convolutions and (ZFNet) box
+pooling: latency per radiograph (median of 20 after warm-up) and training time per 100 iterations
+(batch 2), on full-size phantoms. The library runs channels-last (the layout its oneDNN
+convolutions prefer). A ZFNet pooling is ``roipool`` or ``roialign:N`` (N sample points per bin
+side).
 
     python bench/bench_detector.py [--backbones zfnet mobilenet_v3 resnet18_fpn]
-        [--layouts contiguous channels_last] [--iterations 20]
+        [--layouts contiguous channels_last] [--pools roipool roialign:2 roialign:1] [--iterations 20]
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ def main() -> None:
     parser.add_argument("--backbones", nargs="+", default=list(BACKBONES))
     parser.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=list(LAYOUTS))
     parser.add_argument("--iterations", type=int, default=20, help="training iterations timed (scaled to 100)")
+    parser.add_argument("--pools", nargs="+", default=["roipool"], help="ZFNet box pooling(s): roipool, roialign:N")
+    parser.add_argument("--representation-size", type=int, default=DetectorConfig.representation_size,
+                        help="units of the box head's FC layers (the demo's: 1024)")
     parser.add_argument("--min-size", type=int, default=384)
     parser.add_argument("--max-size", type=int, default=512)
     args = parser.parse_args()
@@ -43,9 +48,16 @@ def main() -> None:
 
         full = [load_radiograph(dataset.path_of(r)).image for r in dataset.records[:4]]
         data = DetectionSet(dataset, list(dataset.records), args.max_size, BoxAugmentation())
-        for backbone, layout in ((b, layout) for b in args.backbones for layout in args.layouts):
+        variants = [(b, layout, pool) for b in args.backbones for layout in args.layouts
+                    for pool in (args.pools if b == "zfnet" else ["-"])]
+        for backbone, layout, pool in variants:
             torch.manual_seed(0)
-            model = build_detector(DetectorConfig(backbone=backbone, min_size=args.min_size, max_size=args.max_size))
+            name, _, samples = pool.partition(":")
+            pooling = {} if pool == "-" else {"roi_pool": name}
+            if samples:
+                pooling["roi_align_samples"] = int(samples)
+            model = build_detector(DetectorConfig(backbone=backbone, min_size=args.min_size, max_size=args.max_size,
+                                                  representation_size=args.representation_size, **pooling))
             model.to(memory_format=LAYOUTS[layout]).eval()
             times = []
             with torch.inference_mode():
@@ -70,10 +82,11 @@ def main() -> None:
                         break
             per_100 = (time.perf_counter() - start) / args.iterations * 100
             parameters = sum(p.numel() for p in model.parameters()) / 1e6
-            rows.append((backbone, layout, f"{parameters:.1f}", f"{statistics.median(times) * 1000:.0f}",
+            rows.append((backbone, layout, pool, f"{parameters:.1f}", f"{statistics.median(times) * 1000:.0f}",
                          f"{np.percentile(times, 95) * 1000:.0f}", f"{per_100:.0f}"))
     print(f"detector input {args.min_size}-{args.max_size} px, CPU threads {torch.get_num_threads()}")
-    header = ("backbone", "layout", "params (M)", "latency median (ms)", "latency p95 (ms)", "train s / 100 it")
+    header = ("backbone", "layout", "box pooling", "params (M)", "latency median (ms)", "latency p95 (ms)",
+              "train s / 100 it")
     print_table(header, rows)
 
 

@@ -23,8 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-# the recipes measured before off-bone crops joined the demo's keep their meaning
-BEFORE_OFF_BONE = {"off_bone_share": 0.0}
+# the recipes measured before batch normalisation and the stronger augmentation joined the
+# demo's keep their meaning, as do those measured before off-bone crops
+BEFORE_BATCH_NORM = {"batch_norm": False, "lr": 1e-4, "lr_schedule": "constant", "max_shift": 0.06,
+                     "scale_range": (0.9, 1.1), "max_rotation": 0.0, "max_gamma": 1.0}
+BEFORE_OFF_BONE = {"off_bone_share": 0.0, **BEFORE_BATCH_NORM}
+# a turn of up to 10 degrees and exposure curves from gamma 1/1.5 to 1.5 (the demo's turn and bend more)
+TURN_GAMMA = {"batch_norm": True, "lr": 1e-3, "lr_schedule": "cosine", "max_shift": 0.06, "scale_range": (0.9, 1.1),
+              "max_rotation": 10.0, "max_gamma": 1.5}
 RECIPES = {
     # name: ClassifierConfig overrides of the demo's, and whether the aged films join training
     "phantoms": ({}, False),
@@ -40,9 +46,19 @@ RECIPES = {
     "weak-rank-heavy-long": ({"aged_weight": 3.0, "aged_batch": 32, "aged_rank_weight": 5.0, "epochs": 32,
                               **BEFORE_OFF_BONE}, True),
     "weak-real-dominant": ({"aged_weight": 10.0, "aged_batch": 32, "aged_rank_weight": 15.0, **BEFORE_OFF_BONE}, True),
-    # the demo's since off-bone crops: weak-rank-heavy with a quarter of each aged batch cut off the bones
+    # weak-rank-heavy with a quarter of each aged batch cut off the bones (the demo's until batch norm)
     "weak-rank-heavy-off-bone": ({"aged_weight": 3.0, "aged_batch": 32, "aged_rank_weight": 5.0,
-                                  "off_bone_share": 0.25}, True),
+                                  "off_bone_share": 0.25, **BEFORE_BATCH_NORM}, True),
+    # the same with a batch normalisation after each conv, at the learning rates it allows
+    "bn": ({**BEFORE_BATCH_NORM, "batch_norm": True}, True),
+    "bn-lr3e-4": ({**BEFORE_BATCH_NORM, "batch_norm": True, "lr": 3e-4}, True),
+    "bn-lr1e-3": ({**BEFORE_BATCH_NORM, "batch_norm": True, "lr": 1e-3}, True),
+    "bn-lr1e-3-cosine": ({**BEFORE_BATCH_NORM, "batch_norm": True, "lr": 1e-3, "lr_schedule": "cosine"}, True),
+    "bn-cosine-turn-gamma": (TURN_GAMMA, True),
+    # the demo's: turned up to 15 degrees, gamma 1/1.8-1.8, shifted 10%, scaled 0.85-1.15
+    "bn-cosine-turn-gamma-strong": ({}, True),
+    "bn-cosine-turn-gamma-fc128": ({**TURN_GAMMA, "fc_spec": "128"}, True),
+    "bn-cosine-turn-gamma-wd": ({**TURN_GAMMA, "optimizer": "adamw", "weight_decay": 0.05}, True),
 }
 
 

@@ -14,7 +14,7 @@ from drustage.imaging import load_radiograph
 from drustage.inference.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from drustage.inference.classifier import load_classifier, window_batch
 from drustage.training.config import ClassifierConfig
-from drustage.training.classifier import train_classifier
+from drustage.training.classifier import augmented_windows, train_classifier
 from drustage.training.crop_sets import balanced_indices
 
 TINY = dict(net="custom", conv_spec="4c3-8c3-8c3", fc_spec="16", epochs=2, augment=2, test_fraction=0.25,
@@ -38,6 +38,37 @@ def test_augmented_windows_differ_but_keep_shape():
     fixed = window_batch(context, None, 0.0, (1.0, 1.0))
     assert moved.shape == fixed.shape == (4, 1, 128, 96)
     assert not torch.allclose(moved, fixed)
+
+
+def test_turned_windows_keep_a_circle_round():
+    # a disc at the centre of the context: a turn in pixels leaves it as it is, a turn in the
+    # normalised coordinates (which stretch x and y differently) would squash it into an ellipse
+    rows, cols = np.mgrid[:160, :120]
+    disc = torch.from_numpy(((rows - 79.5) ** 2 + (cols - 59.5) ** 2 < 40 ** 2).astype(np.float32))
+    bar = torch.zeros(160, 120)
+    bar[:, 55:65] = 1.0
+    context = torch.stack([disc, bar])[:, None]
+    fixed = window_batch(context, None, 0.0, (1.0, 1.0))
+    turned = window_batch(context, torch.Generator().manual_seed(0), 0.0, (1.0, 1.0), max_rotation=40.0)
+    assert (turned[0] - fixed[0]).abs().mean() < 0.01
+    assert (turned[1] - fixed[1]).abs().mean() > 0.05  # a vertical bar is turned
+    assert torch.equal(window_batch(context, torch.Generator().manual_seed(0), 0.0, (1.0, 1.0)), fixed)
+
+
+def test_gamma_bends_the_exposure_curve_and_keeps_the_order_of_intensities():
+    context = torch.linspace(0, 1, 160 * 120).reshape(1, 1, 160, 120).repeat(8, 1, 1, 1)
+    config = ClassifierConfig(max_shift=0.0, scale_range=(1.0, 1.0), max_gamma=1.5)
+    bent = augmented_windows(context, config, torch.Generator().manual_seed(0))
+    plain = augmented_windows(context, config, None)
+    assert bent.min() >= 0 and bent.max() <= 1
+    mid = plain[0, 0, 64, 48]
+    values = bent[:, 0, 64, 48]
+    assert (values > mid + 0.01).any() and (values < mid - 0.01).any()  # darker and brighter curves
+    assert all(torch.all(torch.diff(b[0].flatten()[::97]) >= 0) for b in bent)  # monotonic in the input
+    with pytest.raises(ValueError, match="max_gamma"):
+        ClassifierConfig(max_gamma=0.5).validate()
+    with pytest.raises(ValueError, match="max_rotation"):
+        ClassifierConfig(max_rotation=90).validate()
 
 
 def test_balanced_indices_oversample_to_majority():
@@ -92,13 +123,37 @@ def test_training_writes_everything_and_is_reproducible(quick_dataset, tmp_path)
     assert isinstance(load_classifier(tmp_path / "legacy.pt")[0].normalize, torch.nn.Identity)
 
 
+def test_batch_norm_and_a_cosine_schedule_train_and_load(quick_dataset, tmp_path):
+    dataset = read_dataset(quick_dataset)
+    config = ClassifierConfig(**{**TINY, "epochs": 3}, batch_norm=True, lr_schedule="cosine", lr=1e-3)
+    train_classifier(dataset, config, tmp_path / "bn", progress=False)
+    model, payload = load_classifier(tmp_path / "bn/classifier.pt")
+    assert payload["config"]["batch_norm"] is True
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 3
+    # the running statistics are part of the checkpoint: the loaded model reads as the trained one
+    trained = torch.load(tmp_path / "bn/classifier.pt", weights_only=True)["state_dict"]
+    assert any(key.endswith("running_var") for key in trained)
+    assert not torch.allclose(trained["features.1.running_var"], torch.ones(4))
+    rates = [row["lr"] for row in payload["history"]]
+    assert rates[0] < 1e-3 and rates == sorted(rates, reverse=True) and rates[-1] < 1e-9  # annealed to zero
+    constant = ClassifierConfig(**TINY)
+    train_classifier(dataset, constant, tmp_path / "flat", progress=False)
+    assert {row["lr"] for row in load_classifier(tmp_path / "flat/classifier.pt")[1]["history"]} == {constant.lr}
+    with pytest.raises(ValueError, match="lr_schedule"):
+        ClassifierConfig(lr_schedule="step").validate()
+
+
 def test_cli_train_and_evaluate(quick_dataset, tmp_path, capsys):
     run = tmp_path / "run"
     args = ["train-classifier", str(quick_dataset), "--out", str(run), "--net", "custom", "--conv", "4c3-8c3",
             "--fc", "16", "--epochs", "1", "--augment", "1", "--val-fraction", "0", "--test-fraction", "0.25",
-            "--bone", "ulna", "--scheme", "stage", "--quiet"]
+            "--bone", "ulna", "--scheme", "stage", "--batch-norm", "--lr-schedule", "cosine", "--optimizer", "adamw",
+            "--weight-decay", "0.01", "--max-rotation", "10", "--max-gamma", "1.5", "--quiet"]
     assert main(args) == 0
     assert "test accuracy" in capsys.readouterr().out
+    config = load_classifier(run / "classifier.pt")[1]["config"]
+    assert (config["batch_norm"], config["lr_schedule"], config["optimizer"], config["weight_decay"],
+            config["max_rotation"], config["max_gamma"]) == (True, "cosine", "adamw", 0.01, 10.0, 1.5)
     assert main(["evaluate-classifier", str(run / "classifier.pt"), str(quick_dataset), "--out",
                  str(tmp_path / "eval"), "--all", "--quiet"]) == 0
     metrics = json.loads((tmp_path / "eval/metrics.json").read_text())

@@ -167,7 +167,7 @@ def add_commands(sub) -> None:
     from drustage.models.config import BACKBONES
     from drustage.models.config import DetectorConfig
     from drustage.thresholds import DETECTION_THRESHOLD
-    from drustage.training.config import ClassifierConfig
+    from drustage.training.config import OPTIMIZERS, ClassifierConfig
     from drustage.training.config import DetectorTrainConfig
 
     train = sub.add_parser("train-classifier", help="train a stage/phase classifier on DRU crops")
@@ -182,14 +182,19 @@ def add_commands(sub) -> None:
     option("--dropout", type=float, help="dropout after each FC layer (0: none)")
     option("--standardize", action=argparse.BooleanOptionalAction,
            help="per-crop zero mean / unit variance at the network input (--no-standardize: raw crops)")
-    option("--optimizer", choices=("adam", "sgd"))
+    option("--batch-norm", action=argparse.BooleanOptionalAction, help="a batch normalisation after each conv")
+    option("--optimizer", choices=OPTIMIZERS)
     option("--lr", type=float)
+    option("--lr-schedule", choices=("constant", "cosine"), help="cosine: annealed to zero over the run")
+    option("--weight-decay", type=float)
     option("--batch-size", type=int)
     option("--epochs", type=int)
     option("--epoch-samples", type=int, help="labelled crops per epoch (unset: the balanced, augmented pool once)")
     option("--seed", type=int)
     option("--balance", action=argparse.BooleanOptionalAction, help="oversample minority classes to the majority count")
     option("--augment", type=int, help="epoch-size factor of shifted/scaled copies (1: none)")
+    option("--max-rotation", type=float, help="augmentation: largest turn of a crop, degrees")
+    option("--max-gamma", type=float, help="augmentation: exposure curves from gamma 1/G to G (1: none)")
     option("--test-per-class", type=int, help="hold out this many per class (paper: 25 radius, 50 ulna)")
     option("--test-fraction", type=float, help="held-out fraction when no count is given")
     option("--val-fraction", type=float, help="validation fraction of the training part")
@@ -236,6 +241,8 @@ def add_commands(sub) -> None:
                  help="units of the two FC layers of the box head (the paper's 4096; 1024 trains ~2x faster)")
     model_option("--roi-pool", choices=("roipool", "roialign"),
                  help="zfnet box pooling: the paper's RoI max pooling, or RoIAlign")
+    model_option("--roi-align-samples", type=int,
+                 help="RoIAlign sample points per bin side (0: adaptive to the box)")
     option("--weights", help="start from a local state dict or detector checkpoint (never downloaded)")
     option("--dataset-weights", type=float, nargs="+",
            help="share of training batches from each dataset (unset: every image equally often)")

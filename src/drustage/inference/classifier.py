@@ -28,20 +28,28 @@ class ClassifierBackend(Protocol):
 
 
 def window_batch(context: torch.Tensor, generator: torch.Generator | None, max_shift: float,
-                 scale_range: tuple[float, float]) -> torch.Tensor:
+                 scale_range: tuple[float, float], max_rotation: float = 0.0) -> torch.Tensor:
     """Cut 128x96 windows from context crops (on their device); with a generator (on the CPU, so
-    the draws are the same on every device), randomly shifted and scaled."""
+    the draws are the same on every device), randomly shifted, scaled and turned by up to
+    ``max_rotation`` degrees."""
     n = context.shape[0]
     scale = torch.full((n,), 1.0 / CONTEXT)
     shift = torch.zeros(n, 2)
+    angle = torch.zeros(n)
     if generator is not None:
         low, high = scale_range
         scale = scale * (low + (high - low) * torch.rand(n, generator=generator))
         # normalised coordinates span 2 across the context; the window spans 2 / CONTEXT
         shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * max_shift * 2 / CONTEXT
+        if max_rotation:
+            angle = torch.deg2rad((torch.rand(n, generator=generator) * 2 - 1) * max_rotation)
+    # a turn in pixels, written in normalised coordinates (x spans the width, y the height)
+    aspect = CROP_SIZE[1] / CROP_SIZE[0]
     theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0] = scale
-    theta[:, 1, 1] = scale
+    theta[:, 0, 0] = scale * torch.cos(angle)
+    theta[:, 0, 1] = -scale * torch.sin(angle) / aspect
+    theta[:, 1, 0] = scale * torch.sin(angle) * aspect
+    theta[:, 1, 1] = scale * torch.cos(angle)
     theta[:, :, 2] = shift
     grid = F.affine_grid(theta.to(context.device), (n, 1, *CROP_SIZE), align_corners=False)
     return F.grid_sample(context, grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -59,7 +67,8 @@ def load_classifier(path: str | Path) -> tuple[StageClassifier, dict]:
         # checkpoints from before the option were trained on raw [0, 1] crops
         model = StageClassifier(spec, scheme.num_classes, dropout=config["dropout"],
                                 input_size=tuple(payload["input_size"]),
-                                standardize=config.get("standardize", False))
+                                standardize=config.get("standardize", False),
+                                batch_norm=config.get("batch_norm", False))
         model.load_state_dict(payload["state_dict"])
         model.temperature.fill_(float(payload.get("calibration", {}).get("temperature", 1.0)))
     except (KeyError, ValueError, RuntimeError, TypeError) as error:

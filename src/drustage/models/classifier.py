@@ -21,7 +21,8 @@ class InstanceStandardize(nn.Module):
 
 
 class StageClassifier(nn.Module):
-    """Convs (same padding, ReLU, 2x2 max-pool each), then FC layers with optional dropout.
+    """Convs (same padding, ReLU, 2x2 max-pool each; with ``batch_norm`` a batch normalisation
+    before each ReLU), then FC layers with optional dropout.
 
     Input ``(N, 1, H, W)`` float in [0, 1] (default 128x96), standardised per crop when
     ``standardize``; output logits ``(N, num_classes)``, divided by ``temperature`` (1 until a
@@ -30,7 +31,7 @@ class StageClassifier(nn.Module):
     """
 
     def __init__(self, spec: NetSpec, num_classes: int, dropout: float = 0.5,
-                 input_size: tuple[int, int] = CROP_SIZE, standardize: bool = False):
+                 input_size: tuple[int, int] = CROP_SIZE, standardize: bool = False, batch_norm: bool = False):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
@@ -42,8 +43,8 @@ class StageClassifier(nn.Module):
         for conv in spec.conv:
             if height < 2 or width < 2:
                 raise ValueError(f"conv spec {spec.conv_spec} pools a {input_size} input below 1 pixel")
-            layers += [nn.Conv2d(channels, conv.filters, conv.kernel, padding=conv.kernel // 2),
-                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            layers += [nn.Conv2d(channels, conv.filters, conv.kernel, padding=conv.kernel // 2, bias=not batch_norm),
+                       *([nn.BatchNorm2d(conv.filters)] if batch_norm else []), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
             channels, height, width = conv.filters, height // 2, width // 2
         self.features = nn.Sequential(*layers)
         head: list[nn.Module] = [nn.Flatten()]
@@ -63,7 +64,8 @@ class StageClassifier(nn.Module):
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(self.normalize(x))) / self.temperature

@@ -30,11 +30,14 @@ class DetectorConfig:
     representation_size: int = 4096  # the paper's two FC-4096 layers; smaller trains faster
     batch_norm: bool = True  # ZFNet only: see ZFNetFeatures
     roi_pool: str = "roipool"  # ZFNet only: the paper's RoI max pooling, or "roialign" (no box quantisation)
+    roi_align_samples: int = 2  # "roialign" only: sample points per bin side (torchvision's 2; 0 adapts to the box)
 
     def validate(self) -> None:
         if self.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {self.backbone!r}; expected one of {', '.join(BACKBONES)}")
         if self.roi_pool not in ("roipool", "roialign"):
             raise ValueError(f"roi_pool must be roipool or roialign, got {self.roi_pool!r}")
+        if not 0 <= self.roi_align_samples <= 8:
+            raise ValueError(f"roi_align_samples must be 0 (adaptive) to 8, got {self.roi_align_samples}")
         if not 64 <= self.min_size <= self.max_size:
             raise ValueError(f"need 64 <= min_size <= max_size, got {self.min_size}, {self.max_size}")

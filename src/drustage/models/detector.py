@@ -104,7 +104,7 @@ def build_detector(config: DetectorConfig, weights: str | Path | None = None):
         else:
             from torchvision.ops import MultiScaleRoIAlign
 
-            pool = MultiScaleRoIAlign(["0"], 7, sampling_ratio=2)
+            pool = MultiScaleRoIAlign(["0"], 7, sampling_ratio=config.roi_align_samples)
         model = FasterRCNN(
             backbone, rpn_anchor_generator=anchors, box_roi_pool=pool,
             box_head=TwoMLPHead(256 * 7 * 7, config.representation_size),

@@ -120,19 +120,23 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
     generator = torch.Generator().manual_seed(config.seed)
     # channels_last measured faster on CPU for training and inference (bench/bench_classifier.py)
     model = StageClassifier(config.resolved_spec(), scheme.num_classes, dropout=config.dropout,
-                            standardize=config.standardize)
+                            standardize=config.standardize, batch_norm=config.batch_norm)
     device = distributed.device(resolve_device(config.device))
     model = model.to(device, memory_format=torch.channels_last)
     network = distributed.wrap(model, device)  # what trains; ``model`` is the same weights, unwrapped
     scaler = grad_scaler(device)
-    if config.optimizer == "adam":
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.999))
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
     else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9)
+        optimizer = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[config.optimizer](
+            model.parameters(), lr=config.lr, betas=(0.9, 0.999), weight_decay=config.weight_decay)
 
     train_labels = data.labels[split.train]
     base = balanced_indices(train_labels, rng) if config.balance else np.arange(len(train_labels))
     augmenting = config.augment > 1
+    epoch_size = len(base) * config.augment if config.epoch_samples is None else config.epoch_samples
+    steps = config.epochs * -(-epoch_size // config.batch_size)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps) if config.lr_schedule == "cosine" else None
     history, best = [], BestWeights()
     validation_context = data.crops[split.validation] if len(split.validation) else data.crops[split.train]
     validation_labels = data.labels[split.validation] if len(split.validation) else train_labels
@@ -153,29 +157,32 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
         for start in tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
                           disable=not progress):
             index = order[start:start + config.batch_size]
-            windows = window_batch(data.crops[index].to(device), generator if augmenting else None,
-                                   config.max_shift, config.scale_range).contiguous(memory_format=torch.channels_last)
+            windows = augmented_windows(data.crops[index].to(device), config, generator if augmenting else None)
             targets = torch.from_numpy(data.labels[index]).to(device)
             # every process drew (and augmented) the same global batch; each trains on its shard
             mine = distributed.shard(len(index))
             windows, targets = windows[mine], targets[mine]
+            aged_windows = None
+            if aged_train is not None:
+                picked = aged_train[rng.integers(0, len(aged_train), config.aged_batch - off_count)]
+                crops, soft_targets = aged.crops[picked], aged.targets[picked]
+                if off_count:  # off-bone crops read as no stage in particular: a uniform target
+                    off = rng.integers(0, len(aged.off_bone), off_count)
+                    crops = torch.cat([crops, aged.off_bone[off]])
+                    soft_targets = torch.cat([soft_targets, torch.full((off_count, scheme.num_classes),
+                                                                       1.0 / scheme.num_classes)])
+                aged_mine = distributed.shard(len(crops))
+                aged_windows = augmented_windows(crops.to(device), config,
+                                                 generator if augmenting else None)[aged_mine]
             with mixed_precision(device):
-                logits = network(windows).float()
+                # one pass over labelled and aged crops together: batch statistics (with batch_norm)
+                # are those of the mixture the model reads at prediction time
+                inputs = windows if aged_windows is None else torch.cat([windows, aged_windows])
+                all_logits = network(inputs.contiguous(memory_format=torch.channels_last)).float()
+                logits, aged_logits = all_logits[:len(windows)], all_logits[len(windows):]
                 loss = F.cross_entropy(logits, targets, reduction="sum") * distributed.loss_scale(len(targets),
                                                                                                    len(index))
-                if aged_train is not None:
-                    picked = aged_train[rng.integers(0, len(aged_train), config.aged_batch - off_count)]
-                    crops, soft_targets = aged.crops[picked], aged.targets[picked]
-                    if off_count:  # off-bone crops read as no stage in particular: a uniform target
-                        off = rng.integers(0, len(aged.off_bone), off_count)
-                        crops = torch.cat([crops, aged.off_bone[off]])
-                        soft_targets = torch.cat([soft_targets, torch.full((off_count, scheme.num_classes),
-                                                                           1.0 / scheme.num_classes)])
-                    aged_windows = window_batch(crops.to(device), generator if augmenting else None,
-                                                config.max_shift, config.scale_range
-                                                ).contiguous(memory_format=torch.channels_last)
-                    aged_mine = distributed.shard(len(crops))
-                    aged_logits = network(aged_windows[aged_mine]).float()
+                if aged_windows is not None:
                     soft = -(soft_targets[aged_mine].to(device) * F.log_softmax(aged_logits, 1)).sum()
                     soft = soft * distributed.loss_scale(len(aged_logits), len(crops))
                     loss = loss + config.aged_weight * soft
@@ -184,12 +191,14 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
                             aged_logits[:len(picked)], torch.from_numpy(aged.ages[picked]).float(),
                             [aged.sexes[i] for i in picked], config.aged_rank_margin)
             optimisation_step(loss, optimizer, scaler, f"classifier epoch {epoch}")
+            if scheduler is not None:
+                scheduler.step()
             total_loss += loss.item() * len(index) / distributed.world_size
             total_correct += int((logits.argmax(1) == targets).sum())
         total_loss, total_correct = distributed.sum([total_loss, total_correct])
         val_loss, val_accuracy = _loss_and_accuracy(model, validation_context, validation_labels)
-        row = {"epoch": epoch, "train_loss": total_loss / len(order), "train_accuracy": total_correct / len(order),
-               "val_loss": val_loss, "val_accuracy": val_accuracy}
+        row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": total_loss / len(order),
+               "train_accuracy": total_correct / len(order), "val_loss": val_loss, "val_accuracy": val_accuracy}
         score = val_accuracy
         if aged is not None:
             correlation = _aged_spearman(model, aged, aged_validation)
@@ -242,6 +251,17 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
                                                        indent=2) + "\n")
     distributed.barrier()
     return result
+
+
+def augmented_windows(context: torch.Tensor, config: ClassifierConfig,
+                      generator: torch.Generator | None) -> torch.Tensor:
+    """Training windows of context crops: shifted, scaled and turned, their exposure curve bent
+    (``config.max_gamma``); centre windows without a generator."""
+    windows = window_batch(context, generator, config.max_shift, config.scale_range, config.max_rotation)
+    if generator is None or config.max_gamma == 1:
+        return windows
+    log_gamma = (torch.rand(len(windows), generator=generator) * 2 - 1) * np.log(config.max_gamma)
+    return windows.clamp(min=0) ** log_gamma.exp().to(windows.device)[:, None, None, None]
 
 
 def off_bone_count(config: ClassifierConfig, aged: AgedCrops) -> int:

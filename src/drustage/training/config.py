@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 __all__ = ["ClassifierConfig", "DetectorTrainConfig"]
 
 
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
 @dataclass
 class ClassifierConfig:
     bone: Bone = "radius"
@@ -27,8 +30,11 @@ class ClassifierConfig:
     fc_spec: str = ""
     dropout: float = 0.5
     standardize: bool = True  # per-crop zero mean / unit variance at the input (see InstanceStandardize)
-    optimizer: str = "adam"  # "adam" or "sgd"
+    batch_norm: bool = False  # a batch normalisation after each conv (not in the paper's networks)
+    optimizer: str = "adam"  # "adam", "adamw" (decoupled weight decay) or "sgd"
+    weight_decay: float = 0.0
     lr: float = 1e-4
+    lr_schedule: str = "constant"  # or "cosine": annealed to zero over the run's steps
     batch_size: int = 16
     epochs: int = 20
     seed: int = 0
@@ -39,6 +45,10 @@ class ClassifierConfig:
     epoch_samples: int | None = None
     max_shift: float = 0.06  # translation, fraction of the crop
     scale_range: tuple[float, float] = (0.9, 1.1)
+    max_rotation: float = 0.0  # degrees either way
+    # each crop's intensities raised to a power drawn log-uniformly from (1 / g, g): films differ
+    # in exposure curve, not only in brightness and contrast (which the standardisation removes)
+    max_gamma: float = 1.0
     test_per_class: int | None = None  # the paper: 25 radius, 50 ulna
     test_fraction: float = 0.2  # used when test_per_class is None
     val_fraction: float = 0.1
@@ -79,8 +89,16 @@ class ClassifierConfig:
     def validate(self) -> None:
         get_scheme(self.scheme, self.bone)
         self.resolved_spec()
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be adam or sgd, got {self.optimizer!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
+        if not 0 <= self.max_rotation <= 45:
+            raise ValueError(f"max_rotation must be between 0 and 45 degrees, got {self.max_rotation}")
+        if not 1 <= self.max_gamma <= 3:
+            raise ValueError(f"max_gamma must be between 1 and 3, got {self.max_gamma}")
         for name in ("lr", "batch_size", "epochs", "augment"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
