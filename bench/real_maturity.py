@@ -112,6 +112,7 @@ def main() -> None:
     parser.add_argument("demo", help="a finished drustage demo folder (with phantoms/ and aged/)")
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--out", default="runs/recipes")
+    parser.add_argument("--seed", type=int, help="override the demo's classifier seed (the seed's spread)")
     parser.add_argument("--epochs", type=int, help="override the demo's classifier epochs")
     parser.add_argument("--epoch-samples", type=int, help="override the demo's labelled crops per epoch")
     parser.add_argument("--conv", help="override the demo's networks: a custom conv spec")
@@ -130,6 +131,7 @@ def main() -> None:
         for bone in ("radius", "ulna"):
             config = replace(demo_classifier_config(bone), **overrides,
                              **({"epochs": args.epochs} if args.epochs else {}),
+                             **({"seed": args.seed} if args.seed is not None else {}),
                              **({"epoch_samples": args.epoch_samples} if args.epoch_samples else {}),
                              **({"net": "custom", "conv_spec": args.conv, "fc_spec": args.fc} if args.conv else {}))
             aged = build_aged_crops(aged_dataset, config, splits, workers=2, progress=False)
