@@ -108,3 +108,28 @@ def test_cli_predict_onnx_with_workers_gives_the_torch_answers(exported, trained
     # workers return results in input order
     rows = [line.split(",")[0] for line in (tmp_path / "onnx" / "summary.csv").read_text().splitlines()[1:]]
     assert rows == [path.rsplit("/", 1)[1] for path in paths]
+
+
+def test_a_batch_normalised_bundle_exports_with_its_running_statistics(trained, tmp_path):
+    from drustage.training.classifier import train_classifier
+    from drustage.training.config import ClassifierConfig
+    from drustage.data.layout import read_dataset
+    from drustage.inference.bundle import assemble_bundle
+
+    root = trained[0]
+    for bone in BONES:
+        config = ClassifierConfig(bone=bone, scheme="phase4", net="custom", conv_spec="8c3-16c3", fc_spec="16",
+                                  batch_norm=True, lr=1e-3, epochs=2, augment=2, test_fraction=0.2, val_fraction=0.1)
+        train_classifier(read_dataset(root), config, tmp_path / bone, progress=False)
+    bundle_dir = assemble_bundle(tmp_path / "bundle", root / "det/detector.pt", tmp_path / "radius/classifier.pt",
+                                 tmp_path / "ulna/classifier.pt")
+    export_onnx(load_bundle(bundle_dir))
+    bundle = load_bundle(bundle_dir)
+    eager, onnx = Predictor(bundle), Predictor(bundle, runtime="onnx")
+    crops = np.random.default_rng(1).random((6, 128, 96), dtype=np.float32)
+    for bone in BONES:
+        # the exported graph normalises with the trained running statistics, not the batch's
+        np.testing.assert_allclose(onnx.classifiers[bone].probabilities(crops),
+                                   eager.classifiers[bone].probabilities(crops), atol=1e-4)
+        np.testing.assert_allclose(onnx.classifiers[bone].probabilities(crops[:1]),
+                                   eager.classifiers[bone].probabilities(crops)[:1], atol=1e-4)
