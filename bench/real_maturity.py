@@ -166,12 +166,14 @@ def main() -> None:
             stray = torch.from_numpy(np.stack([c[bone] for c in off_bone.values() if bone in c]))[:, None]
             figures["off_bone"] = off_bone_read(run / "classifier.pt", stray)
             # the same test films read from the detector's boxes and from the project's
-            checked = build_aged_crops(checked_dataset, replace(config, off_bone_share=0.0), splits, workers=2,
-                                       progress=False)
-            boxed = set(checked.image_ids)
-            same_films = np.array([i for i in aged.part("test") if aged.image_ids[i] in boxed])
-            figures["boxed_detector"] = score(run / "classifier.pt", aged, same_films)
-            figures["boxed_checked"] = score(run / "classifier.pt", checked, checked.part("test"))
+            figures["boxed_detector"] = figures["boxed_checked"] = {"spearman": {}}
+            if checked_dataset.records:
+                checked = build_aged_crops(checked_dataset, replace(config, off_bone_share=0.0), splits, workers=2,
+                                           progress=False)
+                boxed = set(checked.image_ids)
+                same_films = np.array([i for i in aged.part("test") if aged.image_ids[i] in boxed])
+                figures["boxed_detector"] = score(run / "classifier.pt", aged, same_films)
+                figures["boxed_checked"] = score(run / "classifier.pt", checked, checked.part("test"))
             rows.append((name, bone, figures, phantom))
             print(f"done: {name} {bone}", flush=True)
     print("\n| recipe | bone | Spearman val F / M | Spearman test F / M | films read val / test "

@@ -50,8 +50,8 @@ class DemoConfig:
 MIN_REAL_FILMS = 15
 
 
-# The full demo took 21-26 minutes on 2 CPU cores (measured 2026-12-03 and 2026-12-06 on two
-# machines, the detector 11-13 of them); the detector's box head uses 1024 units instead of the
+# The full demo took 21-26 minutes on 2 CPU cores (measured 2026-12-03 and 2026-12-07 on two
+# machines, the detector about half of it); the detector's box head uses 1024 units instead of the
 # paper's 4096 because it trains about twice as fast (bench/bench_detector.py),
 # RoIAlign instead of RoI max pooling because its boxes are tighter (mean IoU 0.82 -> 0.88), with
 # one sample point per bin instead of torchvision's 2 (training 9% and reading 21% faster), and
@@ -63,9 +63,10 @@ MIN_REAL_FILMS = 15
 # expected stage, weighted 5, when they are at hand (the best of the recipes bench/real_maturity.py
 # measured on the real validation films: ulna Spearman 0.83 -> 0.87, radius unchanged). A batch
 # normalisation after each conv lets them learn at 1e-3 on a cosine schedule, and crops turned up
-# to 15 degrees with their exposure curve bent (gamma 1/1.8-1.8) over twice the phantoms: real
-# validation Spearman radius 0.92 / 0.89 -> 0.93 / 0.92, ulna 0.89 / 0.86 -> 0.92 / 0.89 (girls /
-# boys), phantom phase accuracy radius 87% -> 93%, ulna 86% -> 89%.
+# to 15 degrees with their exposure curve bent (gamma 1/1.8-1.8) over twice the phantoms: held-out
+# real films read from the project's checked boxes rank by age radius 0.85 / 0.84 -> 0.89 / 0.88,
+# ulna 0.78 / 0.84 -> 0.86 / 0.90 (girls / boys; validation no worse), phantom phase accuracy
+# radius 90% -> 89-96%, ulna 84% -> 89-93% (README, bench/real_maturity.py).
 DEMO = DemoConfig(
     phantoms=800, image_scale=0.6,
     detector=DetectorTrainConfig(model=DetectorConfig(min_size=384, max_size=512, representation_size=1024,
