@@ -31,5 +31,4 @@ class BoxAugmentation:
             v2.RandomHorizontalFlip(0.5),  # a right hand is a mirrored left hand
             v2.RandomAffine(degrees=self.rotation, translate=(0.08, 0.08), scale=(self.min_scale, MAX_ZOOM)),
             v2.ColorJitter(brightness=0.25, contrast=0.3),
-            v2.SanitizeBoundingBoxes(min_size=4),
         ])
