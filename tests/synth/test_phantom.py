@@ -47,6 +47,23 @@ def test_boxes_hold_bright_bone_and_sit_on_the_right_side():
         assert p.boxes["radius"][1] > 0.45 * h
 
 
+def test_boxes_follow_the_real_films_convention():
+    # On the project's boxed real films (annotations/real, 780 films) the ulna box's width and
+    # height are 0.83-0.91 and 0.77-0.87 of the distance between the two boxes' centres (per box
+    # file, medians), the radius box's 1.36-1.45 and 1.26-1.40; the phantom ulna's bone-tight box
+    # was 0.76 and 0.69.
+    sizes = {"radius": [], "ulna": []}
+    for seed in range(8):
+        boxes = render_phantom(_subject(), np.random.default_rng(seed)).boxes
+        gap = np.hypot(*np.subtract(*[((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) for b in boxes.values()]))
+        for bone, (x1, y1, x2, y2) in boxes.items():
+            sizes[bone].append(((x2 - x1) / gap, (y2 - y1) / gap))
+    ulna_width, ulna_height = np.median(sizes["ulna"], axis=0)
+    assert 0.8 <= ulna_width <= 0.95 and 0.75 <= ulna_height <= 0.95
+    radius_width, radius_height = np.median(sizes["radius"], axis=0)
+    assert radius_width > ulna_width and radius_height > ulna_height
+
+
 def _width_profile(bone, stage_value):
     rng = np.random.default_rng(0)
     shape = dru_shape(bone, stage_value, rng, jitter=0.0)

@@ -78,6 +78,7 @@ def test_a_turned_box_keeps_its_size():
     from_outline, from_corners = turned(10.0)
     assert torch.allclose(sides(from_outline), torch.ones(2), atol=0.03)  # the ellipse keeps the size
     assert (sides(from_corners) > 1.1).all()  # the corners' box grows: what the detector used to learn
+
     def centre(b):
         return (b[0, :2] + b[0, 2:]) / 2
 
