@@ -79,6 +79,7 @@ class DetectionSet(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         from torchvision import tv_tensors
+        from torchvision.ops import remove_small_boxes
 
         pixels, boxes = self.items[index]
         image = torch.from_numpy(pixels.astype(np.float32) / 255.0)[None]
@@ -90,7 +91,7 @@ class DetectionSet(torch.utils.data.Dataset):
         outlines = tv_tensors.KeyPoints(box_outlines(corners), canvas_size=tuple(image.shape[-2:]))
         image, outlines = self.transform(tv_tensors.Image(image), outlines)
         corners = enclosing_boxes(outlines.as_subclass(torch.Tensor), tuple(image.shape[-2:]))
-        kept = ((corners[:, 2:] - corners[:, :2]) >= MIN_BOX_SIDE).all(dim=1)
+        kept = remove_small_boxes(corners, MIN_BOX_SIDE)  # indices of the boxes kept
         return image.as_subclass(torch.Tensor), {"boxes": corners[kept], "labels": labels[kept]}
 
 
@@ -104,11 +105,9 @@ def box_outlines(boxes: torch.Tensor) -> torch.Tensor:
 
 def enclosing_boxes(outlines: torch.Tensor, canvas: tuple[int, int]) -> torch.Tensor:
     """The box around each outline of shape (N, P, 2), clipped to the ``(height, width)`` canvas."""
-    height, width = canvas
-    low = outlines.amin(dim=1)
-    high = outlines.amax(dim=1)
-    limits = torch.tensor([width, height], dtype=outlines.dtype)
-    return torch.cat([low.clamp(min=0).minimum(limits), high.clamp(min=0).minimum(limits)], dim=1)
+    from torchvision.ops import clip_boxes_to_image
+
+    return clip_boxes_to_image(torch.cat([outlines.amin(dim=1), outlines.amax(dim=1)], dim=1), canvas)
 
 
 def collate_detections(batch):
