@@ -70,5 +70,4 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
     from drustage.inference.device import DEFAULT_DEVICE, DEVICE_CHOICES
 
     parser.add_argument("--device", default=DEFAULT_DEVICE,
-                        help=f"where the networks run: {DEVICE_CHOICES} (auto: CUDA when present; "
-                             "mixed precision on CUDA)")
+                        help=f"where the networks run: {DEVICE_CHOICES} (auto: CUDA when present)")

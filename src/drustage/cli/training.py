@@ -16,6 +16,9 @@ from drustage.cli.common import (
     set_threads,
 )
 
+MIXED_PRECISION_HELP = ("train under autocast: on CUDA, and in bfloat16 on CPUs that compute it natively "
+                        "(AVX-512 BF16, AMX); --no-mixed-precision trains in float32")
+
 
 def _classifier_config(args: argparse.Namespace):
     from drustage.training.config import ClassifierConfig
@@ -208,6 +211,7 @@ def add_commands(sub) -> None:
            help="weight of a within-sex ranking loss on the --aged films' expected stage (older reads more mature)")
     option("--calibrate", action=argparse.BooleanOptionalAction,
            help="fit a temperature on the validation crops after model selection")
+    option("--mixed-precision", action=argparse.BooleanOptionalAction, help=MIXED_PRECISION_HELP)
     train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     add_device_argument(train)
     train.add_argument("--workers", type=int, default=1, help="processes for crop extraction")
@@ -257,6 +261,7 @@ def add_commands(sub) -> None:
     option("--min-scale", type=float, nargs="+",
            help="smallest random zoom (below 1 shrinks the film in its frame): one, or one per dataset")
     option("--seed", type=int)
+    option("--mixed-precision", action=argparse.BooleanOptionalAction, help=MIXED_PRECISION_HELP)
     detector.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     add_device_argument(detector)
     detector.add_argument("--workers", type=int, default=1, help="processes for image loading")

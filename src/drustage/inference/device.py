@@ -1,5 +1,6 @@
 """Where the networks run: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``,
-and the mixed precision used on CUDA (bfloat16 where the GPU has it, else float16)."""
+and the mixed precision used on CUDA (bfloat16 where the GPU has it, else float16) and, for
+training only, on CPUs that compute bfloat16 natively."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch is imported where it is used, so the CLI's parser (which names the choices) stays light
     import torch
 
-__all__ = ["DEFAULT_DEVICE", "autocast_dtype", "grad_scaler", "mixed_precision", "resolve_device"]
+__all__ = ["DEFAULT_DEVICE", "autocast_dtype", "cpu_computes_bfloat16", "grad_scaler", "mixed_precision",
+           "resolve_device"]
 
 DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 DEFAULT_DEVICE = "auto"
@@ -37,21 +39,34 @@ def resolve_device(name: str | torch.device = DEFAULT_DEVICE) -> torch.device:
     return device
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The reduced precision autocast uses on ``device``; None (full precision) on CPU."""
+def cpu_computes_bfloat16() -> bool:
+    """Whether this CPU has bfloat16 arithmetic (AVX-512 BF16 or AMX), where oneDNN trains the
+    networks about twice as fast in bfloat16 as in float32 (bench/bench_training_precision.py);
+    elsewhere bfloat16 is emulated, slower than float32."""
     import torch
 
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
-def mixed_precision(device: torch.device) -> contextlib.AbstractContextManager:
-    """Autocast on CUDA; nothing on CPU, so CPU answers stay exactly those of full precision."""
+def autocast_dtype(device: torch.device, on_cpu: bool = False) -> torch.dtype | None:
+    """The reduced precision autocast uses on ``device``: on CUDA bfloat16 where the GPU has it,
+    else float16; on a CPU bfloat16 when ``on_cpu`` asks for it (training) and the CPU computes it
+    natively; otherwise None (full precision)."""
     import torch
 
-    dtype = autocast_dtype(device)
-    return torch.autocast("cuda", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if on_cpu and cpu_computes_bfloat16() else None
+
+
+def mixed_precision(device: torch.device, on_cpu: bool = False) -> contextlib.AbstractContextManager:
+    """Autocast on CUDA, and on a CPU with native bfloat16 when ``on_cpu`` asks for it; nothing
+    otherwise, so CPU readings stay exactly those of full precision."""
+    import torch
+
+    dtype = autocast_dtype(device, on_cpu)
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def grad_scaler(device: torch.device) -> torch.amp.GradScaler:

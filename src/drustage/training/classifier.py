@@ -39,12 +39,12 @@ from drustage.evaluation.classification import (
 from drustage.inference.checkpoints import save_checkpoint
 from drustage.inference.classifier import (class_spread, expected_class, load_classifier, predict_logits,
                                            window_batch)
-from drustage.inference.device import grad_scaler, mixed_precision, resolve_device
+from drustage.inference.device import grad_scaler, resolve_device
 from drustage.io_utils import atomic_write_text
 from drustage.models.classifier import StageClassifier
 from drustage.training.config import ClassifierConfig
 from drustage.training.crop_sets import AgedCrops, balanced_indices, build_crop_set
-from drustage.training.engine import BestWeights, optimisation_step
+from drustage.training.engine import BestWeights, optimisation_step, training_precision
 from drustage.training.objectives import fit_temperature, ranking_loss, within_sex_spearman
 from drustage.training.seeding import seeded_run
 from drustage.training.distributed import SINGLE, DistributedContext
@@ -174,7 +174,7 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
                 aged_mine = distributed.shard(len(crops))
                 aged_windows = augmented_windows(crops.to(device), config,
                                                  generator if augmenting else None)[aged_mine]
-            with mixed_precision(device):
+            with training_precision(device, config.mixed_precision):
                 # one pass over labelled and aged crops together: batch statistics (with batch_norm)
                 # are those of the mixture the model reads at prediction time
                 inputs = windows if aged_windows is None else torch.cat([windows, aged_windows])

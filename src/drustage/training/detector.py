@@ -144,7 +144,7 @@ def train_detector(datasets: Dataset | list[Dataset], config: DetectorTrainConfi
         done = 0
         while done < steps:
             for loss in train_one_epoch(network, phase, loader, device, scaler, steps - done, iteration,
-                                        distributed.shard):
+                                        distributed.shard, config.mixed_precision):
                 done += 1
                 iteration += 1
                 bar.update()

@@ -4,6 +4,7 @@ loader, the validation summary, and the best weights seen so far."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -15,7 +16,13 @@ from drustage.evaluation.detection import evaluate_detector_on
 from drustage.inference.device import mixed_precision
 from drustage.stages import BONES
 
-__all__ = ["BestWeights", "DetectorPhase", "evaluate", "optimisation_step", "train_one_epoch"]
+__all__ = ["BestWeights", "DetectorPhase", "evaluate", "optimisation_step", "train_one_epoch", "training_precision"]
+
+
+def training_precision(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """Autocast for a training step when ``enabled`` (a config's ``mixed_precision``): on CUDA, and
+    on CPUs with native bfloat16; full precision otherwise."""
+    return mixed_precision(device, on_cpu=True) if enabled else contextlib.nullcontext()
 
 
 def optimisation_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
@@ -47,16 +54,18 @@ class DetectorPhase:
 
 def train_one_epoch(network: torch.nn.Module, phase: DetectorPhase, loader: torch.utils.data.DataLoader,
                     device: torch.device, scaler: torch.amp.GradScaler, limit: int, first_iteration: int = 0,
-                    shard: Callable[[int], slice] = lambda n: slice(None)) -> Iterator[float]:
+                    shard: Callable[[int], slice] = lambda n: slice(None),
+                    reduced_precision: bool = True) -> Iterator[float]:
     """One pass over ``loader``, at most ``limit`` steps, yielding each step's loss after its
     optimiser step (the caller validates between steps). ``shard`` picks this process's share of
-    a batch every process drew alike."""
+    a batch every process drew alike; ``reduced_precision`` runs the steps under
+    ``training_precision``."""
     for step, (images, targets) in enumerate(loader):
         network.train()
         mine = shard(len(images))
         images = [image.to(device, non_blocking=True) for image in images[mine]]
         targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets[mine]]
-        with mixed_precision(device):
+        with training_precision(device, reduced_precision):
             losses = network(images, targets)
             loss = sum(losses[k] for k in phase.losses)
         where = f"detector {phase.name} iteration {first_iteration + step + 1}"
