@@ -11,7 +11,8 @@ Figures per bone: Spearman of the expected stage with bone age (girls / boys), o
 over the films read (a checkpoint with a readability threshold withholds readings spread wider:
 no readable bone in the box), the share read, the share of readings implausible for the age
 (before any review flag), the share of off-bone crops of the validation and test films (the box
-moved off both bones) read with confidence >= 0.8 and the share read at all, the test Spearman
+moved off both bones) and of the other bone's crops (a box on the wrong bone) read with confidence
+>= 0.8 and the share read at all, the test Spearman
 over the test films the project boxed (``annotations/real``) read from the detector's boxes and
 from the project's checked boxes (what the detector's boxes cost the figure), phantom phase
 accuracy and ECE.
@@ -59,6 +60,10 @@ RECIPES = {
     "bn-cosine-turn-gamma": (TURN_GAMMA, True),
     # the demo's: turned up to 15 degrees, gamma 1/1.8-1.8, shifted 10%, scaled 0.85-1.15
     "bn-cosine-turn-gamma-strong": ({}, True),
+    # the demo's in float32 throughout (trained in bfloat16 where the CPU computes it natively)
+    "float32": ({"mixed_precision": False}, True),
+    # the demo's with each film's other bone among the off-bone crops (a box on the wrong bone)
+    "other-bone-off": ({"off_bone_other_bone": True}, True),
     "bn-cosine-turn-gamma-fc128": ({**TURN_GAMMA, "fc_spec": "128"}, True),
     "bn-cosine-turn-gamma-wd": ({**TURN_GAMMA, "optimizer": "adamw", "weight_decay": 0.05}, True),
 }
@@ -147,6 +152,7 @@ def main() -> None:
     held_out = aged_dataset.with_records(r for r in aged_dataset.records
                                          if splits.get(r.image_id) in ("validation", "test"))
     off_bone = extract_context_crops(held_out, workers=2, progress=False, off_bone_seed=0)
+    on_bone = extract_context_crops(held_out, workers=2, progress=False)
     checked_dataset = with_checked_boxes(aged_dataset)
     rows = []
     for name in args.recipes:
@@ -165,6 +171,9 @@ def main() -> None:
             figures = {part: score(run / "classifier.pt", aged, aged.part(part)) for part in ("validation", "test")}
             stray = torch.from_numpy(np.stack([c[bone] for c in off_bone.values() if bone in c]))[:, None]
             figures["off_bone"] = off_bone_read(run / "classifier.pt", stray)
+            other = next(b for b in ("radius", "ulna") if b != bone)
+            wrong_bone = torch.from_numpy(np.stack([c[other] for c in on_bone.values() if other in c]))[:, None]
+            figures["other_bone"] = off_bone_read(run / "classifier.pt", wrong_bone)
             # the same test films read from the detector's boxes and from the project's
             figures["boxed_detector"] = figures["boxed_checked"] = {"spearman": {}}
             if checked_dataset.records:
@@ -178,9 +187,10 @@ def main() -> None:
             print(f"done: {name} {bone}", flush=True)
     print("\n| recipe | bone | Spearman val F / M | Spearman test F / M | films read val / test "
           "| Spearman of those read, val F / M | test F / M | implausible val / test "
-          "| off-bone crops read / read >= 0.8 | test films boxed by the project: detector's boxes F / M "
+          "| off-bone crops read / read >= 0.8 | the other bone's crops read / read >= 0.8 "
+          "| test films boxed by the project: detector's boxes F / M "
           "| their checked boxes F / M | phantom stage acc | phantom phase acc | phantom phase ECE |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
     def pair(correlations: dict) -> str:
         return " / ".join(f"{correlations.get(s, float('nan')):.3f}" for s in "FM")
@@ -192,6 +202,7 @@ def main() -> None:
               f"{pair(test['spearman_read'])} | "
               f"{val['implausible']:.1%} / {test['implausible']:.1%} | "
               f"{figures['off_bone']['read']:.1%} / {figures['off_bone']['confident']:.1%} | "
+              f"{figures['other_bone']['read']:.1%} / {figures['other_bone']['confident']:.1%} | "
               f"{pair(figures['boxed_detector']['spearman'])} | {pair(figures['boxed_checked']['spearman'])} | "
               f"{phantom.accuracy:.1%} | "
               f"{phantom.phase.accuracy:.1%} | {phantom.phase.ece:.3f} |")

@@ -31,12 +31,14 @@ def test_training_options_leave_the_configs_defaults_and_override_what_is_given(
     assert _classifier_config(parse(["train-classifier", "data", "--out", "run"])) == ClassifierConfig()
     assert _detector_config(parse(["train-detector", "data", "--out", "run"])) == DetectorTrainConfig()
     given = _classifier_config(parse(["train-classifier", "data", "--out", "run", "--net", "custom", "--conv", "8c3",
-                                      "--fc", "16", "--no-standardize", "--lr", "0.003", "--per-class-cap", "peak=5"]))
+                                      "--fc", "16", "--no-standardize", "--lr", "0.003", "--per-class-cap", "peak=5",
+                                      "--no-mixed-precision"]))
     assert given == ClassifierConfig(net="custom", conv_spec="8c3", fc_spec="16", standardize=False, lr=0.003,
-                                     per_class_cap={"peak": 5})
+                                     per_class_cap={"peak": 5}, mixed_precision=False)
     given = _detector_config(parse(["train-detector", "a", "b", "--out", "run", "--max-size", "640",
-                                    "--test-fraction", "0.1", "0.4", "--no-augment"]))
-    assert given == DetectorTrainConfig(model=DetectorConfig(max_size=640), test_fraction=[0.1, 0.4], augment=False)
+                                    "--test-fraction", "0.1", "0.4", "--no-augment", "--no-mixed-precision"]))
+    assert given == DetectorTrainConfig(model=DetectorConfig(max_size=640), test_fraction=[0.1, 0.4], augment=False,
+                                        mixed_precision=False)
     help_text = build_parser()._subparsers._group_actions[0].choices["train-classifier"].format_help()
     assert f"(default {ClassifierConfig.lr})" in help_text  # the help shows the config's own default
 

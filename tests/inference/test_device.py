@@ -10,7 +10,7 @@ import torch
 from drustage.cli import main
 from drustage.imaging import load_radiograph
 from drustage.inference.bundle import load_bundle
-from drustage.inference.device import autocast_dtype, mixed_precision, resolve_device
+from drustage.inference.device import autocast_dtype, cpu_computes_bfloat16, mixed_precision, resolve_device
 from drustage.pipeline import Predictor
 from drustage.stages import BONES
 
@@ -36,6 +36,20 @@ def test_mixed_precision_leaves_cpu_arithmetic_alone():
     with mixed_precision(torch.device("cpu")):
         y = x @ x
     assert y.dtype == torch.float32 and torch.equal(y, x @ x)
+
+
+def test_training_asks_for_bfloat16_only_where_the_cpu_computes_it(monkeypatch):
+    cpu = torch.device("cpu")
+    for native in (True, False):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        assert cpu_computes_bfloat16() is native
+        assert autocast_dtype(cpu, on_cpu=True) == (torch.bfloat16 if native else None)
+        assert autocast_dtype(cpu) is None  # readings stay in full precision either way
+        x = torch.randn(8, 8)
+        with mixed_precision(cpu, on_cpu=True):
+            y = x @ x
+        assert y.dtype == (torch.bfloat16 if native else torch.float32)
 
 
 def test_cli_refuses_a_missing_gpu_in_one_line(trained, monkeypatch, capsys, tmp_path):

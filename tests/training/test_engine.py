@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from drustage.training.engine import BestWeights, DetectorPhase, optimisation_step, train_one_epoch
+from drustage.training.engine import BestWeights, DetectorPhase, optimisation_step, train_one_epoch, training_precision
 
 
 def _linear(value: float = 1.0) -> torch.nn.Linear:
@@ -33,6 +33,17 @@ def test_clipping_bounds_the_step():
         steps[clip] = float(torch.linalg.norm(layer.weight.detach() - 1.0))
     assert steps[None] == pytest.approx(500.0)
     assert steps[0.5] == pytest.approx(0.5, rel=1e-4)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_training_precision_is_bfloat16_on_a_native_cpu_unless_turned_off(monkeypatch, enabled):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    conv = torch.nn.Conv2d(1, 4, 3)
+    with training_precision(torch.device("cpu"), enabled):
+        out = conv(torch.randn(2, 1, 8, 8))
+    assert out.dtype == (torch.bfloat16 if enabled else torch.float32)
+    out.float().sum().backward()  # weights stay float32 and receive float32 gradients
+    assert conv.weight.dtype == conv.weight.grad.dtype == torch.float32
 
 
 class _CountingLoader:

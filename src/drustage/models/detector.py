@@ -73,7 +73,8 @@ def _roi_pool_class():
             self.pool = RoIPool(output_size, spatial_scale)
 
         def forward(self, features, proposals, image_shapes):
-            return self.pool(features["0"], proposals)
+            # torchvision's CPU kernel has no bfloat16 (training under CPU autocast): pool in float32
+            return self.pool(features["0"].float(), [p.float() for p in proposals])
 
     return SingleLevelRoIPool
 

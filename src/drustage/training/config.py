@@ -64,6 +64,9 @@ class ClassifierConfig:
     # tissue, a finger, a marker, background), with a uniform target: what a detector's stray box
     # shows should read as no stage in particular (low confidence, flagged), not as a confident one
     off_bone_share: float = 0.0
+    # the other bone's crop of each film joins its off-bone crops: a box on the wrong bone (the
+    # detector's ulna box on the radius) should read as no stage either
+    off_bone_other_bone: bool = False
     # With off-bone crops, a reading is withheld (no readable bone in the box) when its class spread
     # (``inference.classifier.class_spread``) exceeds a threshold fitted on the validation films: the
     # spread that leaves this share of their off-bone crops read ...

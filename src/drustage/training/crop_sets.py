@@ -11,7 +11,7 @@ import torch
 from drustage.data.crops import extract_context_crops
 from drustage.data.layout import Dataset
 from drustage.growth import stage_distribution
-from drustage.stages import ClassScheme, get_scheme, parse_stage
+from drustage.stages import BONES, ClassScheme, get_scheme, parse_stage
 from drustage.training.config import ClassifierConfig
 
 __all__ = ["AgedCrops", "CropSet", "balanced_indices", "build_aged_crops", "build_crop_set", "class_distribution"]
@@ -123,6 +123,9 @@ def build_aged_crops(dataset: Dataset, config: ClassifierConfig, splits: dict[st
             moved = extract_context_crops(dataset.with_records(r for r in dataset.records if r.image_id in films),
                                           workers=workers, progress=progress, off_bone_seed=config.seed)
             found = [c[config.bone] for c in moved.values() if config.bone in c]
+            if config.off_bone_other_bone:
+                other = next(b for b in BONES if b != config.bone)
+                found += [crops[i][other] for i in sorted(films) if other in crops.get(i, {})]
             if not found:
                 raise ValueError(f"{dataset.root}: no place off the bones of the {part} films for an off-bone "
                                  f"{config.bone} crop")
