@@ -128,6 +128,14 @@ def test_off_bone_crops_come_from_training_films_and_join_each_aged_batch(quick_
     assert 0 < len(aged.off_bone_validation) <= len(aged.part("validation"))
     assert off_bone_count(config, aged) == 2 and off_bone_count(replace(config, off_bone_share=0.0), aged) == 0
     assert off_bone_count(replace(config, off_bone_share=0.9), aged) == 3  # at least one film a batch
+    # with the other bone's crops, each film's ulna crop joins the radius's off-bone crops, after the moved ones
+    other = build_aged_crops(dataset, replace(config, off_bone_other_bone=True), _aged_splits(dataset),
+                             progress=False)
+    ulna = build_aged_crops(dataset, replace(config, bone="ulna", scheme="stage"), _aged_splits(dataset),
+                            progress=False)
+    for part, moved, joined in (("train", aged.off_bone, other.off_bone),
+                                ("validation", aged.off_bone_validation, other.off_bone_validation)):
+        assert torch.equal(joined, torch.cat([moved, ulna.crops[ulna.part(part)]])), part
     train_classifier(dataset, config, tmp_path / "with", progress=False, aged=aged)
     payload = load_checkpoint(tmp_path / "with/classifier.pt", "classifier")
     assert payload["data"]["off_bone_crops"] == {"train": len(aged.off_bone),

@@ -125,7 +125,7 @@ def build_aged_crops(dataset: Dataset, config: ClassifierConfig, splits: dict[st
             found = [c[config.bone] for c in moved.values() if config.bone in c]
             if config.off_bone_other_bone:
                 other = next(b for b in BONES if b != config.bone)
-                found += [crops[i][other] for i in sorted(films) if other in crops.get(i, {})]
+                found += [crops[i][other] for i in ids if i in films and other in crops[i]]
             if not found:
                 raise ValueError(f"{dataset.root}: no place off the bones of the {part} films for an off-bone "
                                  f"{config.bone} crop")
