@@ -73,7 +73,7 @@ DEMO = DemoConfig(
     phantoms=800, image_scale=0.6,
     detector=DetectorTrainConfig(model=DetectorConfig(min_size=384, max_size=512, representation_size=1024,
                                                       roi_pool="roialign", roi_align_samples=1),
-                                 iterations=1200, lr=0.02, validate_every=400),
+                                 iterations=1600, lr=0.02, validate_every=400),
     # stages, the phase read from them (see the README's figures); the paper's phase3 has no
     # pre-peak class, so a young child's ulna would be forced into peak or later (seen on the real
     # radiographs): every scheme here covers all stages
