@@ -50,10 +50,10 @@ class DemoConfig:
 MIN_REAL_FILMS = 15
 
 
-# The full demo takes about 19 minutes on 2 CPU cores with bfloat16 training (25 in float32; the
-# detector about half of it), which leaves the detector 1,600 iterations (ulna boxes fit better than
-# after 1,200: held-out real mean IoU 0.79 -> 0.82, README); the detector's box head uses 1024 units instead of the
-# paper's 4096 because it trains about twice as fast (bench/bench_detector.py),
+# The full demo takes about 19 minutes on 2 CPU cores with bfloat16 training (about 29 in float32,
+# estimated; the detector about half of it), which leaves the detector 1,600 iterations (ulna boxes
+# fit better than after 1,200: held-out real mean IoU 0.79 -> 0.82, README); the detector's box
+# head uses 1024 units instead of the paper's 4096 because it trains about twice as fast (bench/bench_detector.py),
 # RoIAlign instead of RoI max pooling because its boxes are tighter (mean IoU 0.82 -> 0.88), with
 # one sample point per bin instead of torchvision's 2 (training 9% and reading 21% faster), and
 # twice the paper's learning rate because at 0.01 the ulna is still half-learnt after 1,200
