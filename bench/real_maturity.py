@@ -64,6 +64,8 @@ RECIPES = {
     "float32": ({"mixed_precision": False}, True),
     # the demo's with each film's other bone among the off-bone crops (a box on the wrong bone)
     "other-bone-off": ({"off_bone_other_bone": True}, True),
+    # the demo's with mixup of the aged films within sex (Beta(0.4, 0.4) shares)
+    "aged-mixup": ({"aged_mixup": 0.4}, True),
     "bn-cosine-turn-gamma-fc128": ({**TURN_GAMMA, "fc_spec": "128"}, True),
     "bn-cosine-turn-gamma-wd": ({**TURN_GAMMA, "optimizer": "adamw", "weight_decay": 0.05}, True),
 }

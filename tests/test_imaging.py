@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from drustage.imaging import MAX_PIXELS, RadiographError, load_radiograph
+from drustage.imaging import MAX_PIXELS, DetectorFrame, RadiographError, downscale, exposed_region, load_radiograph
 
 IDENTIFYING = ("PatientName", "PatientID", "PatientBirthDate", "InstitutionName", "AccessionNumber")
 
@@ -219,3 +219,23 @@ def test_dicom_patient_sex_and_age_are_read_for_the_checks_only(tmp_path):
     png = tmp_path / "x.png"
     Image.fromarray(pixels).save(png)
     assert dicom_patient_sex_age(png) == (None, None)
+
+
+def test_the_detector_sees_a_padded_films_exposed_region_and_boxes_map_back():
+    rng = np.random.default_rng(0)
+    frame = np.zeros((1000, 1000), np.float32)
+    frame[100:600, 300:700] = 0.1 + 0.8 * rng.random((500, 400), dtype=np.float32)
+    rows, cols = exposed_region(frame)
+    assert (rows.start, rows.stop, cols.start, cols.stop) == (90, 610, 292, 708)  # 2% margins
+    pixels, view = downscale(frame, 260)
+    assert pixels.shape == (260, 208) and (view.left, view.top) == (292, 90)
+    box = (350.0, 400.0, 420.0, 480.0)
+    assert view.to_original(view.to_detector(box), frame.shape) == pytest.approx(box)
+    # a film filling most of its frame (dark soft tissue, a marker) is left whole
+    frame[:, :] = 0.0
+    frame[100:900, 100:900] = 0.5
+    assert exposed_region(frame) == (slice(0, 1000), slice(0, 1000))
+    assert downscale(frame, 500)[1] == DetectorFrame(0.5)
+    # boxes mapped back never leave the image
+    mapped = DetectorFrame(0.5, 10, 20).to_original((0.0, 0.0, 600.0, 600.0), (1000, 1000))
+    assert mapped == (10.0, 20.0, 1000.0, 1000.0)

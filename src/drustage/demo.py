@@ -82,8 +82,8 @@ DEMO = DemoConfig(
                                 batch_norm=True, lr=1e-3, lr_schedule="cosine",
                                 epochs=16, epoch_samples=1500, augment=5, val_fraction=0.15,
                                 max_shift=0.1, scale_range=(0.85, 1.15), max_rotation=15.0, max_gamma=1.8,
-                                aged_weight=3.0, aged_batch=32, aged_rank_weight=5.0, off_bone_share=0.25,
-                                off_bone_other_bone=True),
+                                aged_weight=3.0, aged_batch=32, aged_rank_weight=5.0, aged_mixup=0.4,
+                                off_bone_share=0.25, off_bone_other_bone=True),
     predict_phantoms=6, predict_real=8)
 # --quick only shows every step working: its models are far too briefly trained to be right.
 QUICK = DemoConfig(

@@ -73,3 +73,23 @@ def test_the_detector_gives_its_backend_the_mirrored_pixels_and_boxes_come_back_
     np.testing.assert_array_equal(seen[1], seen[0][:, ::-1])
     assert found["ulna"].box == pytest.approx(tuple(2 * v for v in ULNA))
     assert found["radius"].box == pytest.approx(tuple(2 * v for v in RADIUS))
+
+
+def test_a_small_film_padded_into_a_large_black_frame_is_detected_in_its_exposed_region():
+    # a 300 x 240 film at (top 500, left 200) of a 1000 x 1000 black frame: the detector sees the film
+    rng = np.random.default_rng(0)
+    image = np.zeros((1000, 1000), np.float32)
+    image[500:800, 200:440] = 0.2 + 0.6 * rng.random((300, 240), dtype=np.float32)
+    seen = []
+
+    def backend(pixels):
+        seen.append(pixels.shape)
+        # boxes at the film's exposed-region pixels the detector was given
+        return _output((1, 0.95, (50.0, 60.0, 90.0, 100.0)), (2, 0.9, (10.0, 60.0, 40.0, 100.0)))
+
+    found = Detector(backend, max_side=512)(image)
+    margin_y, margin_x = round(0.02 * 300), round(0.02 * 240)
+    assert seen == [(300 + 2 * margin_y, 240 + 2 * margin_x)]  # the film, not the frame, at full size
+    left, top = 200 - margin_x, 500 - margin_y
+    assert found["radius"].box == pytest.approx((left + 50, top + 60, left + 90, top + 100))
+    assert found["ulna"].box == pytest.approx((left + 10, top + 60, left + 40, top + 100))

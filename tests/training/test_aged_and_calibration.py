@@ -16,7 +16,7 @@ from drustage.evaluation.classification import (
 from drustage.inference.checkpoints import load_checkpoint
 from drustage.inference.classifier import class_spread, expected_class, load_classifier, predict_logits
 from drustage.stages import get_scheme
-from drustage.training.classifier import ClassifierTrainResult, off_bone_count, train_classifier
+from drustage.training.classifier import ClassifierTrainResult, mixed_films, off_bone_count, train_classifier
 from drustage.training.config import ClassifierConfig
 from drustage.training.crop_sets import build_aged_crops, class_distribution
 from drustage.training.objectives import TEMPERATURE_RANGE, fit_temperature, ranking_loss, within_sex_spearman
@@ -182,6 +182,28 @@ def test_the_ranking_loss_rewards_older_films_reading_more_mature():
     assert logits.grad[1, 3] < 0 < logits.grad[0, 3]
 
 
+def test_mixup_blends_each_film_with_one_of_its_own_sex():
+    # girls' crops hold 0 and 1, boys' 10 and 11; ages follow the crop values within each sex
+    values = torch.tensor([0.0, 1.0, 10.0, 11.0, 0.0, 1.0, 10.0, 11.0])
+    crops = values[:, None, None, None].expand(-1, 1, 4, 3).clone()
+    ages = torch.tensor([5.0, 7.0, 12.0, 14.0, 5.0, 7.0, 12.0, 14.0])
+    targets = torch.eye(4)[[0, 1, 2, 3, 0, 1, 2, 3]]
+    sexes = ["F", "F", "M", "M"] * 2
+    mixed, mixed_targets, mixed_ages = mixed_films(crops, targets, ages, sexes, 0.4, np.random.default_rng(0))
+    value = mixed[:, 0, 0, 0]
+    assert torch.equal(mixed, value[:, None, None, None].expand_as(mixed))  # each crop one blend
+    girls = torch.tensor([s == "F" for s in sexes])
+    assert bool(((value >= 0) & (value <= 1))[girls].all()) and bool(((value >= 10) & (value <= 11))[~girls].all())
+    # crop, age and target distribution blended in the same share
+    share = torch.where(girls, 1 - value, 11 - value)  # the share of the younger film of the sex
+    torch.testing.assert_close(mixed_ages, torch.where(girls, 7 - 2 * share, 14 - 2 * share))
+    torch.testing.assert_close(mixed_targets.sum(1), torch.ones(8))
+    torch.testing.assert_close(mixed_targets[girls, 0], share[girls])
+    assert not torch.equal(mixed, crops)  # some films were blended
+    with pytest.raises(ValueError, match="aged_mixup"):
+        ClassifierConfig(aged_mixup=-1).validate()
+
+
 def test_aged_films_need_training_and_validation_films(quick_dataset, tmp_path):
     dataset = read_dataset(quick_dataset)
     config = ClassifierConfig(**TINY)
@@ -198,7 +220,8 @@ def test_cli_trains_with_aged_films(quick_dataset, tmp_path, capsys):
     assert main(["train-classifier", str(quick_dataset), "--out", str(run), "--net", "custom", "--conv", "4c3-8c3",
                  "--fc", "16", "--epochs", "1", "--augment", "1", "--val-fraction", "0", "--test-fraction", "0.25",
                  "--scheme", "stage", "--aged", str(quick_dataset), "--aged-weight", "0.5", "--aged-rank-weight", "2",
-                 "--quiet"]) == 0
+                 "--aged-mixup", "0.4", "--quiet"]) == 0
     payload = load_checkpoint(run / "classifier.pt", "classifier")
     assert payload["config"]["aged_weight"] == 0.5 and payload["config"]["aged_rank_weight"] == 2.0
+    assert payload["config"]["aged_mixup"] == 0.4
     assert sum(payload["data"]["aged"].values()) == 12

@@ -225,8 +225,8 @@ def test_detector_input_is_contrast_stretched_and_downscaled():
     from drustage.imaging import downscale
 
     dark = np.linspace(0.0, 0.25, 1000 * 800, dtype=np.float32).reshape(1000, 800)  # an under-exposed film
-    pixels, scale = downscale(dark, 500)
-    assert pixels.shape == (500, 400) and scale == pytest.approx(0.5)
+    pixels, frame = downscale(dark, 500)
+    assert pixels.shape == (500, 400) and frame.scale == pytest.approx(0.5) and (frame.left, frame.top) == (0, 0)
     assert pixels.min() <= 2 and pixels.max() >= 253
 
 

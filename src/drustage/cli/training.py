@@ -209,6 +209,8 @@ def add_commands(sub) -> None:
     option("--aged-batch", type=int, help="--aged films beside each labelled batch")
     option("--aged-rank-weight", type=float,
            help="weight of a within-sex ranking loss on the --aged films' expected stage (older reads more mature)")
+    option("--aged-mixup", type=float,
+           help="mixup of the --aged films within sex: crops, targets and ages blended in Beta(A, A) shares (0: off)")
     option("--calibrate", action=argparse.BooleanOptionalAction,
            help="fit a temperature on the validation crops after model selection")
     option("--mixed-precision", action=argparse.BooleanOptionalAction, help=MIXED_PRECISION_HELP)

@@ -39,8 +39,8 @@ def _load_item(task):
         image = load_radiograph(path).image
     except ValueError as error:
         return str(error)
-    pixels, scale = downscale(image, max_side)
-    return pixels, {bone: tuple(v * scale for v in box) for bone, box in boxes.items()}, scale, image.shape
+    pixels, frame = downscale(image, max_side)
+    return pixels, {bone: frame.to_detector(box) for bone, box in boxes.items()}, frame, image.shape
 
 
 class DetectionSet(torch.utils.data.Dataset):
@@ -62,7 +62,7 @@ class DetectionSet(torch.utils.data.Dataset):
             loaded = [_load_item(t) for t in tqdm(tasks, desc="images", disable=not progress)]
         self.items = []
         self.records = []
-        self.scales = []  # detector pixels per original pixel
+        self.frames = []  # where each image's detector pixels lie in the original
         self.original_shapes = []
         for record, item in zip(records, loaded):
             if isinstance(item, str):
@@ -70,7 +70,7 @@ class DetectionSet(torch.utils.data.Dataset):
                 continue
             self.items.append(item[:2])
             self.records.append(record)
-            self.scales.append(item[2])
+            self.frames.append(item[2])
             self.original_shapes.append(item[3])
         self.transform = augment.transform() if augment is not None else None
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from drustage.data.detection import LABELS, DetectionSet, box_iou, boxed_records
 from drustage.data.layout import Dataset
-from drustage.imaging import box_in_original, load_radiograph
+from drustage.imaging import load_radiograph
 from drustage.inference.checkpoints import load_checkpoint
 from drustage.inference.detector import (Detector, TorchDetectorBackend, detector_input_side, load_detector,
                                         rescued_boxes)
@@ -192,7 +192,7 @@ def evaluate_detector(checkpoint: str | Path, dataset: Dataset, out: str | Path,
     for index, record in enumerate(data.records):
         for bone in BONES:
             box = run.found[index][bone].box
-            kept = ([f"{v:.1f}" for v in box_in_original(box, data.scales[index], data.original_shapes[index])]
+            kept = ([f"{v:.1f}" for v in data.frames[index].to_original(box, data.original_shapes[index])]
                     if box is not None else [""] * 4)
             rows.append(",".join([record.image_id, bone, str(box is not None).lower(),
                                   f"{run.found[index][bone].score:.4f}", f"{run.iou(index, bone):.4f}",

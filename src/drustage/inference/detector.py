@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
-from drustage.imaging import box_in_original, downscale
+from drustage.imaging import downscale
 from drustage.inference.checkpoints import load_checkpoint, mismatch_error
 from drustage.inference.device import DEFAULT_DEVICE, mixed_precision, resolve_device
 from drustage.models.config import DetectorConfig
@@ -110,8 +110,8 @@ class Detector:
         return cls(TorchDetectorBackend(model, device), detector_input_side(payload), threshold)
 
     def __call__(self, image: np.ndarray) -> dict[str, Detection]:
-        pixels, scale = downscale(image, self.max_side)
+        pixels, frame = downscale(image, self.max_side)
         found, _ = rescued_boxes(lambda mirrored: self.backend(np.ascontiguousarray(pixels[:, ::-1]) if mirrored
                                                                else pixels), pixels.shape, self.threshold)
-        return {bone: replace(d, box=None if d.box is None else box_in_original(d.box, scale, image.shape))
+        return {bone: replace(d, box=None if d.box is None else frame.to_original(d.box, image.shape))
                 for bone, d in found.items()}

@@ -166,6 +166,9 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
             if aged_train is not None:
                 picked = aged_train[rng.integers(0, len(aged_train), config.aged_batch - off_count)]
                 crops, soft_targets = aged.crops[picked], aged.targets[picked]
+                ages, sexes = torch.from_numpy(aged.ages[picked]).float(), [aged.sexes[i] for i in picked]
+                if config.aged_mixup:
+                    crops, soft_targets, ages = mixed_films(crops, soft_targets, ages, sexes, config.aged_mixup, rng)
                 if off_count:  # off-bone crops read as no stage in particular: a uniform target
                     off = rng.integers(0, len(aged.off_bone), off_count)
                     crops = torch.cat([crops, aged.off_bone[off]])
@@ -188,8 +191,7 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, out: str | Path
                     loss = loss + config.aged_weight * soft
                     if config.aged_rank_weight:  # one process (checked above): the first rows are the films
                         loss = loss + config.aged_rank_weight * ranking_loss(
-                            aged_logits[:len(picked)], torch.from_numpy(aged.ages[picked]).float(),
-                            [aged.sexes[i] for i in picked], config.aged_rank_margin)
+                            aged_logits[:len(picked)], ages, sexes, config.aged_rank_margin)
             optimisation_step(loss, optimizer, scaler, f"classifier epoch {epoch}")
             if scheduler is not None:
                 scheduler.step()
@@ -262,6 +264,21 @@ def augmented_windows(context: torch.Tensor, config: ClassifierConfig,
         return windows
     log_gamma = (torch.rand(len(windows), generator=generator) * 2 - 1) * np.log(config.max_gamma)
     return windows.clamp(min=0) ** log_gamma.exp().to(windows.device)[:, None, None, None]
+
+
+def mixed_films(crops: torch.Tensor, targets: torch.Tensor, ages: torch.Tensor, sexes: list[str | None],
+                alpha: float, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mixup within sex: each film's crop, target distribution and age blended with those of
+    another film of the batch of the same sex (itself where it has none), in a share drawn from
+    Beta(alpha, alpha). A few hundred films are otherwise learnt by heart."""
+    partners = np.arange(len(crops))
+    for sex in sorted(set(sexes), key=str):  # a fixed order: the draws repeat run to run
+        members = np.array([i for i, s in enumerate(sexes) if s == sex])
+        partners[members] = rng.permutation(members)
+    share = torch.from_numpy(rng.beta(alpha, alpha, len(crops))).float()
+    return (share[:, None, None, None] * crops + (1 - share[:, None, None, None]) * crops[partners],
+            share[:, None] * targets + (1 - share[:, None]) * targets[partners],
+            share * ages + (1 - share) * ages[partners])
 
 
 def off_bone_count(config: ClassifierConfig, aged: AgedCrops) -> int:

@@ -60,6 +60,9 @@ class ClassifierConfig:
     # by more than aged_rank_margin years should read more mature (RankNet's logistic loss)
     aged_rank_weight: float = 0.0
     aged_rank_margin: float = 1.0
+    # mixup of the aged films within sex (crops, targets and ages blended in a Beta(a, a) share);
+    # 0 leaves them unmixed
+    aged_mixup: float = 0.0
     # share of each aged batch cut from the training films with the box moved off the bones (soft
     # tissue, a finger, a marker, background), with a uniform target: what a detector's stray box
     # shows should read as no stage in particular (low confidence, flagged), not as a confident one
@@ -110,8 +113,8 @@ class ClassifierConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.aged_weight < 0 or self.aged_batch <= 0 or self.aged_spread <= 0:
             raise ValueError("aged_weight must be >= 0, aged_batch and aged_spread positive")
-        if self.aged_rank_weight < 0 or self.aged_rank_margin < 0:
-            raise ValueError("aged_rank_weight and aged_rank_margin must be >= 0")
+        if self.aged_rank_weight < 0 or self.aged_rank_margin < 0 or self.aged_mixup < 0:
+            raise ValueError("aged_rank_weight, aged_rank_margin and aged_mixup must be >= 0")
         if not 0 <= self.off_bone_share < 1:
             raise ValueError(f"off_bone_share must be in [0, 1), got {self.off_bone_share}")
         for name in ("readable_off_bone_read", "readable_min_kept"):
