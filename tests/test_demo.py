@@ -46,6 +46,8 @@ def test_quick_demo_end_to_end_and_resume(tmp_path, real_folder_or_none, monkeyp
         messages.pop(steps.index("aged") + 1)
         checkpoint = load_checkpoint(tmp_path / "demo/detector/detector.pt", "detector")
         assert checkpoint["data"]["datasets"] == ["phantoms", *real_sets]
+        # real films turn further in augmentation than phantoms
+        assert checkpoint["config"]["rotation"] == [QUICK.detector.rotation, *([QUICK.real_rotation] * len(real_sets))]
         held_out = {i.split("-", 1)[1] for name in real_sets for i in checkpoint["data"]["test_ids_by_dataset"][name]}
         overlays = list((tmp_path / "demo/predictions/real").glob("*.overlay.png"))
         assert len(overlays) == QUICK.predict_real
