@@ -21,11 +21,12 @@ from drustage.data.crops import CROP_SIZE
 from drustage.data.detection import DetectionSet, collate_detections
 from drustage.data.layout import read_dataset
 from drustage.demo import DEMO, demo_classifier_config
-from drustage.inference.device import autocast_dtype
+from drustage.inference.device import autocast_dtype, grad_scaler
 from drustage.models.classifier import StageClassifier
 from drustage.models.detector import build_detector
+from drustage.stages import get_scheme
 from drustage.synth.writer import SynthConfig, generate_dataset
-from drustage.training.engine import training_precision
+from drustage.training.engine import optimisation_step, training_precision
 
 WARM_UP = 3
 CPU = torch.device("cpu")
@@ -45,14 +46,13 @@ def detector_step(data: DetectionSet, mixed: bool):
     torch.manual_seed(0)
     model = build_detector(DEMO.detector.model).to(memory_format=torch.channels_last).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    scaler = grad_scaler(CPU)
 
     def step(i: int) -> None:
         images, targets = collate_detections([data[(2 * i) % len(data)], data[(2 * i + 1) % len(data)]])
         with training_precision(CPU, mixed):
             loss = sum(model(list(images), list(targets)).values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        optimisation_step(loss, optimizer, scaler, f"detector step {i}")
 
     return step
 
@@ -60,19 +60,19 @@ def detector_step(data: DetectionSet, mixed: bool):
 def classifier_step(mixed: bool):
     torch.manual_seed(0)
     config = demo_classifier_config("radius")
-    model = StageClassifier(config.resolved_spec(), 11, dropout=config.dropout, standardize=config.standardize,
+    classes = get_scheme(config.scheme, config.bone).num_classes
+    model = StageClassifier(config.resolved_spec(), classes, dropout=config.dropout, standardize=config.standardize,
                             batch_norm=config.batch_norm).to(memory_format=torch.channels_last).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scaler = grad_scaler(CPU)
     crops = torch.rand(config.batch_size + config.aged_batch, 1, *CROP_SIZE).contiguous(
         memory_format=torch.channels_last)
-    labels = torch.randint(0, 11, (len(crops),))
+    labels = torch.randint(0, classes, (len(crops),))
 
     def step(i: int) -> None:
         with training_precision(CPU, mixed):
             loss = F.cross_entropy(model(crops).float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        optimisation_step(loss, optimizer, scaler, f"classifier step {i}")
 
     return step
 

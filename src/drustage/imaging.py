@@ -179,12 +179,14 @@ def exposed_region(image: np.ndarray) -> tuple[slice, slice]:
     exposed = image > low + EXPOSED_LEVEL * (high - low)
     rows, cols = np.flatnonzero(exposed.any(1)), np.flatnonzero(exposed.any(0))
     whole = (slice(0, image.shape[0]), slice(0, image.shape[1]))
-    if not len(rows) or (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1) >= EXPOSED_CROP_SHARE * image.size:
+    if not len(rows):
         return whole
-    pad_y = round(EXPOSED_MARGIN * (rows[-1] - rows[0] + 1))
-    pad_x = round(EXPOSED_MARGIN * (cols[-1] - cols[0] + 1))
-    return (slice(max(int(rows[0]) - pad_y, 0), min(int(rows[-1]) + 1 + pad_y, image.shape[0])),
-            slice(max(int(cols[0]) - pad_x, 0), min(int(cols[-1]) + 1 + pad_x, image.shape[1])))
+    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    if (bottom - top) * (right - left) >= EXPOSED_CROP_SHARE * image.size:
+        return whole
+    pad_y, pad_x = round(EXPOSED_MARGIN * (bottom - top)), round(EXPOSED_MARGIN * (right - left))
+    return (slice(max(top - pad_y, 0), min(bottom + pad_y, image.shape[0])),
+            slice(max(left - pad_x, 0), min(right + pad_x, image.shape[1])))
 
 
 def downscale(image: np.ndarray, max_side: int) -> tuple[np.ndarray, DetectorFrame]:
