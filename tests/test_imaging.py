@@ -235,6 +235,8 @@ def test_the_detector_sees_a_padded_films_exposed_region_and_boxes_map_back():
     frame[:, :] = 0.0
     frame[100:900, 100:900] = 0.5
     assert exposed_region(frame) == (slice(0, 1000), slice(0, 1000))
+    # a blank film has no exposed area to crop to
+    assert exposed_region(np.full((300, 200), 0.4, np.float32)) == (slice(0, 300), slice(0, 200))
     assert downscale(frame, 500)[1] == DetectorFrame(0.5)
     # boxes mapped back never leave the image
     mapped = DetectorFrame(0.5, 10, 20).to_original((0.0, 0.0, 600.0, 600.0), (1000, 1000))
