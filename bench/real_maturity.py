@@ -12,7 +12,8 @@ over the films read (a checkpoint with a readability threshold withholds reading
 no readable bone in the box), the share read, the share of readings implausible for the age
 (before any review flag), the share of off-bone crops of the validation and test films (the box
 moved off both bones) and of the other bone's crops (a box on the wrong bone) read with confidence
->= 0.8 and the share read at all, the test Spearman
+>= 0.8 and the share read at all, as of the detector's stray candidates on those films (fingertips,
+the thumb, the carpus: ``stray_boxes`` of the aged dataset's manifest), the test Spearman
 over the test films the project boxed (``annotations/real``) read from the detector's boxes and
 from the project's checked boxes (what the detector's boxes cost the figure), phantom phase
 accuracy and ECE.
@@ -66,6 +67,10 @@ RECIPES = {
     "other-bone-off": ({"off_bone_other_bone": True}, True),
     # the demo's with mixup of the aged films within sex (Beta(0.4, 0.4) shares)
     "aged-mixup": ({"aged_mixup": 0.4}, True),
+    # the demo's with the detector's stray candidates on each film among its off-bone crops
+    "strays-off": ({"off_bone_strays": True}, True),
+    # and the ranking loss on pairs of films half a year apart or more instead of a year
+    "strays-rank-margin-half": ({"off_bone_strays": True, "aged_rank_margin": 0.5}, True),
     "bn-cosine-turn-gamma-fc128": ({**TURN_GAMMA, "fc_spec": "128"}, True),
     "bn-cosine-turn-gamma-wd": ({**TURN_GAMMA, "optimizer": "adamw", "weight_decay": 0.05}, True),
 }
@@ -135,7 +140,7 @@ def main() -> None:
     from drustage.demo import demo_classifier_config
     from drustage.training.aged import image_id_splits
     from drustage.training.classifier import ClassifierTrainResult, train_classifier
-    from drustage.training.crop_sets import build_aged_crops
+    from drustage.training.crop_sets import build_aged_crops, stray_crops
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("demo", help="a finished drustage demo folder (with phantoms/ and aged/)")
@@ -153,6 +158,7 @@ def main() -> None:
     splits = image_id_splits(aged_dataset, read_split(default_split_file()))
     held_out = aged_dataset.with_records(r for r in aged_dataset.records
                                          if splits.get(r.image_id) in ("validation", "test"))
+    held_out_ids = {r.image_id for r in held_out.records}
     off_bone = extract_context_crops(held_out, workers=2, progress=False, off_bone_seed=0)
     on_bone = extract_context_crops(held_out, workers=2, progress=False)
     checked_dataset = with_checked_boxes(aged_dataset)
@@ -176,6 +182,9 @@ def main() -> None:
             other = next(b for b in ("radius", "ulna") if b != bone)
             wrong_bone = torch.from_numpy(np.stack([c[other] for c in on_bone.values() if other in c]))[:, None]
             figures["other_bone"] = off_bone_read(run / "classifier.pt", wrong_bone)
+            strays = stray_crops(aged_dataset, held_out_ids, bone, workers=2, progress=False)
+            figures["strays"] = off_bone_read(run / "classifier.pt", torch.from_numpy(np.stack(strays))[:, None]) \
+                if strays else {"read": float("nan"), "confident": float("nan")}
             # the same test films read from the detector's boxes and from the project's
             figures["boxed_detector"] = figures["boxed_checked"] = {"spearman": {}}
             if checked_dataset.records:
@@ -190,9 +199,10 @@ def main() -> None:
     print("\n| recipe | bone | Spearman val F / M | Spearman test F / M | films read val / test "
           "| Spearman of those read, val F / M | test F / M | implausible val / test "
           "| off-bone crops read / read >= 0.8 | the other bone's crops read / read >= 0.8 "
+          "| the detector's stray candidates read / read >= 0.8 "
           "| test films boxed by the project: detector's boxes F / M "
           "| their checked boxes F / M | phantom stage acc | phantom phase acc | phantom phase ECE |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
     def pair(correlations: dict) -> str:
         return " / ".join(f"{correlations.get(s, float('nan')):.3f}" for s in "FM")
@@ -205,6 +215,7 @@ def main() -> None:
               f"{val['implausible']:.1%} / {test['implausible']:.1%} | "
               f"{figures['off_bone']['read']:.1%} / {figures['off_bone']['confident']:.1%} | "
               f"{figures['other_bone']['read']:.1%} / {figures['other_bone']['confident']:.1%} | "
+              f"{figures['strays']['read']:.1%} / {figures['strays']['confident']:.1%} | "
               f"{pair(figures['boxed_detector']['spearman'])} | {pair(figures['boxed_checked']['spearman'])} | "
               f"{phantom.accuracy:.1%} | "
               f"{phantom.phase.accuracy:.1%} | {phantom.phase.ece:.3f} |")

@@ -260,6 +260,25 @@ def test_a_box_showing_no_readable_bone_keeps_its_box_but_withholds_its_reading(
     assert row["radius_prediction"] == "" and row["ulna_prediction"] == ulna["prediction"]
 
 
+def test_the_detectors_ulna_box_is_withheld_with_its_unreadable_radius_box(trained, withheld_bundle):
+    from drustage.imaging import load_radiograph
+
+    root, bundle_dir = trained
+    record = read_dataset(root).records[0]
+    radiograph = load_radiograph(read_dataset(root).path_of(record))
+    # detection_threshold 0: the session's briefly trained detector boxes both bones
+    read = Predictor(load_bundle(bundle_dir), detection_threshold=0.0).predict(radiograph).to_dict()
+    report = Predictor(load_bundle(withheld_bundle), detection_threshold=0.0).predict(radiograph).to_dict()
+    assert read["ulna"]["prediction"] is not None  # no limit: the detector's ulna box is read ...
+    ulna = report["ulna"]
+    # ... and beside a radius box that shows no readable bone it is withheld, under its own limit
+    assert report["radius"]["prediction"] is None and ulna["found"] and ulna["box"] == read["ulna"]["box"]
+    assert [ulna[k] for k in ("prediction", "phase", "confidence", "expected_stage")] == [None] * 4
+    assert ulna["probabilities"] == read["ulna"]["probabilities"] and report["guidance"] is None
+    assert any("ulna reading withheld with the radius's" in r for r in report["review_reasons"])
+    # boxes given by the user are each read on their own (the previous test: the ulna is read)
+
+
 def test_class_spread_is_the_class_indexs_standard_deviation():
     from drustage.inference.classifier import class_spread, readability_limit, readable
 

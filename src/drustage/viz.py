@@ -222,7 +222,7 @@ def render_overlay(image: np.ndarray, report: StageReport, crops: dict[str, np.n
             panel.paste(tile, (12, y))
             source = "box given" if result.detection_score is None else f"detector: {result.detection_score:.2f}"
             if result.prediction is None:
-                lines = [bone.upper(), reading_text(result), "(no readable bone)", source]
+                lines = [bone.upper(), reading_text(result), "(withheld: check the box)", source]
             else:
                 phase_confidence = result.phase_confidence or result.confidence
                 lines = [bone.upper(), reading_text(result), f"phase: {result.phase} ({phase_confidence:.0%})", source]

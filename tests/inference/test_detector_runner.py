@@ -68,11 +68,21 @@ def test_the_detector_gives_its_backend_the_mirrored_pixels_and_boxes_come_back_
         return _output((1, 0.95, RADIUS))
 
     film = np.tile(np.linspace(0.0, 1.0, 2 * WIDTH, dtype=np.float32), (800, 1))  # 2x the detector's side
-    found = Detector(backend, max_side=400)(film)
+    found, strays = Detector(backend, max_side=400).detect(film)
     assert len(seen) == 2 and seen[0].shape == (400, WIDTH)
     np.testing.assert_array_equal(seen[1], seen[0][:, ::-1])
     assert found["ulna"].box == pytest.approx(tuple(2 * v for v in ULNA))
     assert found["radius"].box == pytest.approx(tuple(2 * v for v in RADIUS))
+    assert strays == []
+
+
+def test_the_detectors_stray_candidates_come_back_in_film_pixels():
+    thumb = (200.0, 100.0, 260.0, 160.0)
+    detector = Detector(lambda pixels: _output((1, 0.95, RADIUS), (2, 0.9, ULNA), (2, 0.6, thumb)), max_side=400)
+    film = np.tile(np.linspace(0.0, 1.0, 2 * WIDTH, dtype=np.float32), (800, 1))
+    found, strays = detector.detect(film)
+    assert found == detector(film) and found["radius"].box == pytest.approx(tuple(2 * v for v in RADIUS))
+    assert len(strays) == 1 and strays[0] == pytest.approx(tuple(2 * v for v in thumb))
 
 
 def test_a_small_film_padded_into_a_large_black_frame_is_detected_in_its_exposed_region():

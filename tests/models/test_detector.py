@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from drustage.models.config import BACKBONES, DetectorConfig
-from drustage.models.detector import ZFNetFeatures, best_boxes, build_detector, plausible_pair
+from drustage.models.detector import ZFNetFeatures, best_boxes, build_detector, plausible_pair, stray_boxes
 
 
 @pytest.mark.parametrize("batch_norm", [True, False])
@@ -94,6 +94,24 @@ def test_best_boxes_choose_a_radius_and_ulna_that_fit_together():
     # both best boxes on one bone: the more confident one stays, the other bone is not found
     found = best_boxes(_output((1, 0.6, radius), (2, 0.9, inside_radius)), (500, 500))
     assert found["radius"].box is None and found["ulna"].box == tuple(inside_radius)
+
+
+def test_stray_candidates_are_confident_boxes_clear_of_both_kept_bones():
+    radius, ulna = [100.0, 200.0, 180.0, 270.0], [40.0, 205.0, 95.0, 255.0]
+    thumb, fingertip, carpus = [200.0, 100.0, 260.0, 160.0], [300.0, 10.0, 330.0, 40.0], [60.0, 120.0, 170.0, 195.0]
+    output = _output((1, 0.95, radius), (2, 0.9, ulna), (1, 0.6, thumb), (1, 0.5, [202.0, 102.0, 262.0, 162.0]),
+                     (2, 0.4, fingertip), (1, 0.29, carpus), (2, 0.8, [105.0, 205.0, 175.0, 265.0]))
+    found = best_boxes(output, (500, 500))
+    # best first, either label; the thumb's near-copy, the faint carpus and the box on the radius are not strays
+    assert stray_boxes(output, found, (500, 500)) == [tuple(thumb), tuple(fingertip)]
+    assert stray_boxes(output, found, (500, 500), limit=1) == [tuple(thumb)]
+    # clipped to the film
+    edge = _output((1, 0.95, radius), (2, 0.9, ulna), (2, 0.7, [480.0, 10.0, 540.0, 60.0]))
+    assert stray_boxes(edge, best_boxes(edge, (500, 500)), (500, 500)) == [(480.0, 10.0, 500.0, 60.0)]
+    # a bone not found: the kept box may be the wrong one and a "stray" the bone itself, so none
+    alone = _output((1, 0.95, radius), (1, 0.6, thumb))
+    found = best_boxes(alone, (500, 500))
+    assert found["ulna"].box is None and stray_boxes(alone, found, (500, 500)) == []
 
 
 def test_every_true_pair_is_plausible(quick_dataset):

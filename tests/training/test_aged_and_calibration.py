@@ -18,7 +18,7 @@ from drustage.inference.classifier import class_spread, expected_class, load_cla
 from drustage.stages import get_scheme
 from drustage.training.classifier import ClassifierTrainResult, mixed_films, off_bone_count, train_classifier
 from drustage.training.config import ClassifierConfig
-from drustage.training.crop_sets import build_aged_crops, class_distribution
+from drustage.training.crop_sets import build_aged_crops, class_distribution, stray_crops
 from drustage.training.objectives import TEMPERATURE_RANGE, fit_temperature, ranking_loss, within_sex_spearman
 
 TINY = dict(net="custom", conv_spec="4c3-8c3-8c3", fc_spec="16", epochs=2, augment=2, test_fraction=0.25,
@@ -167,6 +167,30 @@ def test_off_bone_crops_come_from_training_films_and_join_each_aged_batch(quick_
             ClassifierConfig(**{name: 1.5}).validate()
 
 
+def test_the_detectors_stray_candidates_join_the_off_bone_crops_of_their_own_part(quick_dataset):
+    dataset = read_dataset(quick_dataset)
+    splits = _aged_splits(dataset)
+    train_film, validation_film, test_film = (next(i for i, s in splits.items() if s == part)
+                                              for part in ("train", "validation", "test"))
+    # each film's ulna box given as its stray candidate: the radius classifier's stray crop is then
+    # that film's ulna crop
+    boxes = {r.image_id: r.boxes for r in dataset.records}
+    stray = replace(dataset, manifest={**dataset.manifest, "stray_boxes": {
+        film: [list(boxes[film]["ulna"])] for film in (train_film, validation_film, test_film)}})
+    config = ClassifierConfig(**TINY, off_bone_share=0.5)
+    ulna = build_aged_crops(dataset, replace(config, bone="ulna"), splits, progress=False)
+    ulna_crop = {film: ulna.crops[ulna.image_ids.index(film)] for film in (train_film, validation_film)}
+    assert torch.equal(torch.from_numpy(stray_crops(stray, {train_film}, "radius")[0]), ulna_crop[train_film][0])
+    assert stray_crops(dataset, {train_film}, "radius") == []  # a manifest without strays gives none
+    moved = build_aged_crops(stray, config, splits, progress=False)
+    joined = build_aged_crops(stray, replace(config, off_bone_strays=True), splits, progress=False)
+    # after the moved crops, the training films' strays for training, the validation films' for the
+    # readability threshold; the test film's never
+    assert torch.equal(joined.off_bone, torch.cat([moved.off_bone, ulna_crop[train_film][None]]))
+    assert torch.equal(joined.off_bone_validation,
+                       torch.cat([moved.off_bone_validation, ulna_crop[validation_film][None]]))
+
+
 def test_the_ranking_loss_rewards_older_films_reading_more_mature():
     ages = torch.tensor([6.0, 9.0, 12.0, 15.0])
     sexes = ["F", "F", "F", "F"]
@@ -220,8 +244,11 @@ def test_cli_trains_with_aged_films(quick_dataset, tmp_path, capsys):
     assert main(["train-classifier", str(quick_dataset), "--out", str(run), "--net", "custom", "--conv", "4c3-8c3",
                  "--fc", "16", "--epochs", "1", "--augment", "1", "--val-fraction", "0", "--test-fraction", "0.25",
                  "--scheme", "stage", "--aged", str(quick_dataset), "--aged-weight", "0.5", "--aged-rank-weight", "2",
-                 "--aged-mixup", "0.4", "--quiet"]) == 0
+                 "--aged-mixup", "0.4", "--off-bone-share", "0.25", "--off-bone-other-bone", "--off-bone-strays",
+                 "--quiet"]) == 0
     payload = load_checkpoint(run / "classifier.pt", "classifier")
     assert payload["config"]["aged_weight"] == 0.5 and payload["config"]["aged_rank_weight"] == 2.0
-    assert payload["config"]["aged_mixup"] == 0.4
+    assert payload["config"]["aged_mixup"] == 0.4 and payload["config"]["off_bone_share"] == 0.25
+    assert payload["config"]["off_bone_other_bone"] and payload["config"]["off_bone_strays"]
+    assert payload["data"]["off_bone_crops"]["train"] > 0
     assert sum(payload["data"]["aged"].values()) == 12

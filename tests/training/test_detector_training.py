@@ -185,6 +185,31 @@ def test_train_evaluate_and_crop(quick_dataset, tiny_detector, tmp_path, capsys)
     assert len(read_dataset(tmp_path / "detected").records) == 12
 
 
+def test_crop_with_a_detector_records_each_films_stray_candidates(quick_dataset, tmp_path, monkeypatch):
+    from drustage.inference import crop_dataset
+    from drustage.inference.detector import Detector
+
+    # a detector whose output holds both bones and a confident box on a fingertip, in a 512-pixel view
+    output = {"labels": torch.tensor([1, 2, 1]), "scores": torch.tensor([0.95, 0.9, 0.7]),
+              "boxes": torch.tensor([[100.0, 300.0, 160.0, 360.0], [40.0, 305.0, 95.0, 355.0],
+                                     [200.0, 20.0, 230.0, 50.0]])}
+    monkeypatch.setattr(crop_dataset.Detector, "from_checkpoint",
+                        classmethod(lambda cls, path, threshold: Detector(lambda pixels: output, 512, threshold)))
+    assert main(["crop", str(quick_dataset), "--out", str(tmp_path / "detected"), "--detector", "any.pt",
+                 "--quiet"]) == 0
+    detected = read_dataset(tmp_path / "detected")
+    strays = detected.manifest["stray_boxes"]
+    assert set(strays) == {r.image_id for r in detected.records}
+    for record in detected.records:
+        (stray,) = strays[record.image_id]
+        # the fingertip in the film's pixels: scaled back like the kept boxes (stored to 0.1 px)
+        scale = (record.boxes["radius"][2] - record.boxes["radius"][0]) / 60.0
+        assert stray == pytest.approx([v * scale for v in (200.0, 20.0, 230.0, 50.0)], abs=1.0)
+    # from the dataset's own boxes there are no candidates
+    assert main(["crop", str(quick_dataset), "--out", str(tmp_path / "labels"), "--quiet"]) == 0
+    assert "stray_boxes" not in read_dataset(tmp_path / "labels").manifest
+
+
 def test_crop_from_labels_trains_a_classifier(quick_dataset, tmp_path):
     out = tmp_path / "crops"
     assert main(["crop", str(quick_dataset), "--out", str(out), "--quiet"]) == 0

@@ -211,6 +211,13 @@ def add_commands(sub) -> None:
            help="weight of a within-sex ranking loss on the --aged films' expected stage (older reads more mature)")
     option("--aged-mixup", type=float,
            help="mixup of the --aged films within sex: crops, targets and ages blended in Beta(A, A) shares (0: off)")
+    option("--off-bone-share", type=float,
+           help="share of each --aged batch cut off the bones, read as no stage (fits a readability threshold)")
+    option("--off-bone-other-bone", action=argparse.BooleanOptionalAction,
+           help="each --aged film's other bone joins its off-bone crops (a box on the wrong bone)")
+    option("--off-bone-strays", action=argparse.BooleanOptionalAction,
+           help="the detector's stray candidates on each --aged film (its manifest's stray_boxes) join its "
+                "off-bone crops")
     option("--calibrate", action=argparse.BooleanOptionalAction,
            help="fit a temperature on the validation crops after model selection")
     option("--mixed-precision", action=argparse.BooleanOptionalAction, help=MIXED_PRECISION_HELP)

@@ -38,7 +38,8 @@ SEX_NAMES = {"F": "girls", "M": "boys"}
 @dataclass(frozen=True)
 class Reading:
     """One film's reading of one bone, beside the patient's age and sex; ``prediction`` None: the
-    predictor withheld the reading (no readable bone in the box), and the figures leave it out."""
+    predictor withheld the reading (no readable bone in the box, or, for the detector's ulna box, in
+    its radius box), and the figures leave it out."""
 
     source: str
     path: str

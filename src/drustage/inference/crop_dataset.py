@@ -24,13 +24,14 @@ def write_crops(dataset: Dataset, out: str | Path, detector: str | Path | None =
                 threshold: float = DETECTION_THRESHOLD, progress: bool = True) -> str:
     """A new dataset in ``out`` over the same images whose boxes come from ``detector`` (or the
     dataset's own boxes), plus the 128x96 crops as PNG and ``crops.csv``. Classifiers trained on
-    it see what the detector really produces."""
+    it see what the detector really produces; with a detector, the manifest's ``stray_boxes`` holds
+    each film's stray candidates (off-bone crops for ``ClassifierConfig.off_bone_strays``)."""
     from tqdm import tqdm
 
     out = Path(out)
     (out / "crops").mkdir(parents=True, exist_ok=True)
     find = Detector.from_checkpoint(detector, threshold) if detector else None
-    records, rows, problems = [], [], []
+    records, rows, problems, strays = [], [], [], {}
     for record in tqdm(dataset.records, desc="crops", unit="img", disable=not progress):
         try:
             image = load_radiograph(dataset.path_of(record)).image
@@ -41,7 +42,9 @@ def write_crops(dataset: Dataset, out: str | Path, detector: str | Path | None =
             boxes = dict(record.boxes)
             scores = {bone: 1.0 for bone in boxes}
         else:
-            found = find(image)
+            found, film_strays = find.detect(image)
+            if film_strays:
+                strays[record.image_id] = [[round(v, 1) for v in box] for box in film_strays]
             boxes = {bone: d.box for bone, d in found.items() if d.box is not None}
             scores = {bone: d.score for bone, d in found.items()}
             problems += [f"{record.file}: {bone} not found (best score {found[bone].score:.2f})"
@@ -58,7 +61,7 @@ def write_crops(dataset: Dataset, out: str | Path, detector: str | Path | None =
         records.append(replace(record, file=relative, boxes=boxes))
     write_labels(out, records)
     write_manifest(out, source="drustage crop", boxes="detector" if detector else "labels",
-                   dataset=dataset.root.name)
+                   dataset=dataset.root.name, **({"stray_boxes": strays} if detector else {}))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=["image_id", "bone", "file", "stage", "score", "iou_to_label"],
                             lineterminator="\n")

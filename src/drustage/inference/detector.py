@@ -20,7 +20,7 @@ from drustage.imaging import downscale
 from drustage.inference.checkpoints import load_checkpoint, mismatch_error
 from drustage.inference.device import DEFAULT_DEVICE, mixed_precision, resolve_device
 from drustage.models.config import DetectorConfig
-from drustage.models.detector import Detection, best_boxes, build_detector
+from drustage.models.detector import Detection, best_boxes, build_detector, stray_boxes
 from drustage.thresholds import DETECTION_THRESHOLD
 
 __all__ = ["Detector", "DetectorBackend", "TorchDetectorBackend", "detections_on_cpu", "detector_input_side",
@@ -110,8 +110,14 @@ class Detector:
         return cls(TorchDetectorBackend(model, device), detector_input_side(payload), threshold)
 
     def __call__(self, image: np.ndarray) -> dict[str, Detection]:
+        return self.detect(image)[0]
+
+    def detect(self, image: np.ndarray) -> tuple[dict[str, Detection], list[tuple[float, float, float, float]]]:
+        """The best box per bone and the stray candidates (``models.detector.stray_boxes``)."""
         pixels, frame = downscale(image, self.max_side)
-        found, _ = rescued_boxes(lambda mirrored: self.backend(np.ascontiguousarray(pixels[:, ::-1]) if mirrored
-                                                               else pixels), pixels.shape, self.threshold)
+        found, output = rescued_boxes(lambda mirrored: self.backend(np.ascontiguousarray(pixels[:, ::-1])
+                                                                    if mirrored else pixels),
+                                      pixels.shape, self.threshold)
+        strays = [frame.to_original(box, image.shape) for box in stray_boxes(output, found, pixels.shape)]
         return {bone: replace(d, box=None if d.box is None else frame.to_original(d.box, image.shape))
-                for bone, d in found.items()}
+                for bone, d in found.items()}, strays

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from drustage.data.detection import LABELS
+from drustage.data.detection import LABELS, box_iou
 from drustage.io_utils import load_weights_only
 from drustage.models.config import DetectorConfig
 from drustage.thresholds import DETECTION_THRESHOLD, PARTNER_THRESHOLD
@@ -25,6 +25,11 @@ from drustage.stages import BONES
 # within this many box widths; true pairs reach 0.49 and 1.03 (phantom and real boxes, measured).
 PAIR_MAX_SHARED = 0.6
 PAIR_MAX_GAP = 1.5
+# A candidate scoring at least STRAY_SCORE that overlaps neither kept box (IoU below STRAY_IOU) is
+# a stray: what the detector proposes off the wrist (fingertips, the thumb, the carpus, the film's
+# edge), and so what a wrong kept box on another film shows. Held-out real films: 63 of 309 have one.
+STRAY_SCORE = 0.3
+STRAY_IOU = 0.1
 
 
 class ZFNetFeatures(nn.Module):
@@ -205,3 +210,23 @@ def best_boxes(output: dict[str, torch.Tensor], image_size: tuple[int, int], thr
         chosen[bone] = confident[bone][0]
     return {bone: Detection(bone, None, best_score[bone]) if chosen[bone] is None
             else Detection(bone, chosen[bone][1], chosen[bone][0]) for bone in LABELS}
+
+
+def stray_boxes(output: dict[str, torch.Tensor], found: dict[str, Detection], image_size: tuple[int, int],
+                limit: int = 3) -> list[tuple[float, float, float, float]]:
+    """Up to ``limit`` stray candidates of a detection output (either label, best first, no two
+    overlapping by half), clipped to ``(height, width)``; none unless both bones were found, since
+    a stray beside a wrong kept box may be the bone itself."""
+    kept = [d.box for d in found.values() if d.box is not None]
+    if len(kept) < len(found):
+        return []
+    height, width = image_size
+    strays: list[tuple[float, float, float, float]] = []
+    for index in output["scores"].argsort(descending=True).tolist():
+        box = _clipped(output["boxes"][index].tolist(), height, width)
+        if len(strays) == limit or float(output["scores"][index]) < STRAY_SCORE:
+            break
+        if box is not None and all(box_iou(box, other) < STRAY_IOU for other in kept) \
+                and all(box_iou(box, other) < 0.5 for other in strays):
+            strays.append(box)
+    return strays

@@ -19,8 +19,9 @@ log = logging.getLogger(__name__)
 
 def detect_aged_films(detector: str | Path, films: list[AgedFilm], out: str | Path, progress: bool = True
                       ) -> tuple[Dataset, list[str]]:
-    """Detect both bones on every film and write ``out`` as a dataset (images linked); returns it
-    and one line per film that could not be read (the rest go on)."""
+    """Detect both bones on every film and write ``out`` as a dataset (images linked), with each
+    film's stray candidates in its manifest (``stray_boxes``: off-bone crops for the classifiers);
+    returns it and one line per film that could not be read (the rest go on)."""
     from tqdm import tqdm
 
     from drustage.imaging import load_radiograph
@@ -30,14 +31,15 @@ def detect_aged_films(detector: str | Path, films: list[AgedFilm], out: str | Pa
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     model = Detector.from_checkpoint(detector)
-    records, problems, keys = [], [], {}
+    records, problems, keys, strays = [], [], {}, {}
     for index, film in enumerate(tqdm(films, desc="detect aged films", unit="img", disable=not progress)):
         try:
             image = load_radiograph(film.path).image
         except ValueError as error:
             problems.append(str(error))
             continue
-        boxes = {bone: d.box for bone, d in model(image).items() if d.box is not None}
+        found, film_strays = model.detect(image)
+        boxes = {bone: d.box for bone, d in found.items() if d.box is not None}
         image_id = f"{index:05d}-{film.path.stem}"
         relative = f"images/{image_id}{film.path.suffix.lower()}"
         target = out / relative
@@ -46,9 +48,11 @@ def detect_aged_films(detector: str | Path, films: list[AgedFilm], out: str | Pa
         records.append(Record(image_id=image_id, file=relative, laterality=hand_side(image, boxes)[0], sex=film.sex,
                               age_years=round(film.age_years, 4), boxes=boxes))
         keys[image_id] = film.key
+        if film_strays:
+            strays[image_id] = [[round(v, 1) for v in box] for box in film_strays]
     write_labels(out, records)
-    write_manifest(out, source="drustage detect_aged_films", detector=str(detector),
-                   keys=keys)
+    write_manifest(out, source="drustage detect_aged_films", detector=str(detector), keys=keys,
+                   stray_boxes=strays)
     for problem in problems:
         log.warning("skipped: %s", problem)
     return read_dataset(out), problems

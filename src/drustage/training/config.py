@@ -70,6 +70,10 @@ class ClassifierConfig:
     # the other bone's crop of each film joins its off-bone crops: a box on the wrong bone (the
     # detector's ulna box on the radius) should read as no stage either
     off_bone_other_bone: bool = False
+    # the detector's stray candidates on each film (``stray_boxes`` of the aged dataset's manifest:
+    # fingertips, the thumb, the carpus) join its off-bone crops: hard negatives, since a wrong kept
+    # box shows the same things
+    off_bone_strays: bool = False
     # With off-bone crops, a reading is withheld (no readable bone in the box) when its class spread
     # (``inference.classifier.class_spread``) exceeds a threshold fitted on the validation films: the
     # spread that leaves this share of their off-bone crops read ...

@@ -3,7 +3,7 @@ films' crops with an age and a sex (weak supervision), with their targets and sa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -14,7 +14,8 @@ from drustage.growth import stage_distribution
 from drustage.stages import BONES, ClassScheme, get_scheme, parse_stage
 from drustage.training.config import ClassifierConfig
 
-__all__ = ["AgedCrops", "CropSet", "balanced_indices", "build_aged_crops", "build_crop_set", "class_distribution"]
+__all__ = ["AgedCrops", "CropSet", "balanced_indices", "build_aged_crops", "build_crop_set", "class_distribution",
+           "stray_crops"]
 
 
 @dataclass
@@ -126,12 +127,28 @@ def build_aged_crops(dataset: Dataset, config: ClassifierConfig, splits: dict[st
             if config.off_bone_other_bone:
                 other = next(b for b in BONES if b != config.bone)
                 found += [crops[i][other] for i in ids if i in films and other in crops[i]]
+            if config.off_bone_strays:
+                found += stray_crops(dataset, films, config.bone, workers, progress)
             if not found:
                 raise ValueError(f"{dataset.root}: no place off the bones of the {part} films for an off-bone "
                                  f"{config.bone} crop")
             off_bone[part] = torch.from_numpy(np.stack(found))[:, None]
     return AgedCrops(torch.from_numpy(np.stack(arrays))[:, None], torch.from_numpy(np.stack(targets)),
                      np.array(ages), sexes, ids, np.array(parts), off_bone["train"], off_bone["validation"])
+
+
+def stray_crops(dataset: Dataset, films: set[str], bone: str, workers: int = 1, progress: bool = True
+                ) -> list[np.ndarray]:
+    """``bone`` crops of the detector's stray candidates on ``films`` (the dataset manifest's
+    ``stray_boxes``, written by ``training.aged.detect_aged_films``), mirrored as the film's bones are."""
+    strays = dataset.manifest.get("stray_boxes", {})
+    records = [replace(record, image_id=f"{record.image_id}~stray{k}", boxes={bone: tuple(box)})
+               for record in dataset.records if record.image_id in films
+               for k, box in enumerate(strays.get(record.image_id, []))]
+    if not records:
+        return []
+    crops = extract_context_crops(dataset.with_records(records), workers=workers, progress=progress)
+    return [c[bone] for c in crops.values() if bone in c]
 
 
 def balanced_indices(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -49,7 +49,8 @@ function pct(value) {
   return `${Math.round(100 * value)}%`;
 }
 
-// a bone's reading in a few characters; a withheld one (no readable bone in the box) says so
+// a bone's reading in a few characters; a withheld one (no readable bone in the box, or in its
+// partner's) says so
 function readingText(result) {
   return result.prediction === null ? "not read" : `${result.prediction} (${pct(result.confidence)})`;
 }
@@ -68,7 +69,7 @@ function renderBone(result, resultId) {
   if (result.prediction === null) {
     card.append(crop, el("div", {},
       el("div", { class: "stage", "data-field": "prediction" }, "not read"),
-      el("div", { "data-field": "phase" }, "no readable bone in the box: check it"),
+      el("div", { "data-field": "phase" }, "reading withheld: check the box (see review)"),
       el("div", { class: "meta" }, source)));
     return;
   }
