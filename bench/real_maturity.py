@@ -67,7 +67,9 @@ RECIPES = {
     "other-bone-off": ({"off_bone_other_bone": True}, True),
     # the demo's with mixup of the aged films within sex (Beta(0.4, 0.4) shares)
     "aged-mixup": ({"aged_mixup": 0.4}, True),
-    # the demo's with the detector's stray candidates on each film among its off-bone crops
+    # the demo's without (as before 670f59e) and with the detector's stray candidates on each film
+    # among its off-bone crops (the demo's since)
+    "no-strays": ({"off_bone_strays": False}, True),
     "strays-off": ({"off_bone_strays": True}, True),
     # and the ranking loss on pairs of films half a year apart or more instead of a year
     "strays-rank-margin-half": ({"off_bone_strays": True, "aged_rank_margin": 0.5}, True),

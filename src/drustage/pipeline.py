@@ -221,9 +221,9 @@ class Predictor:
         # readable bone the pair is misplaced (both on the thumb, or on the carpus of a film cut off
         # at the wrist) and the ulna's reading is withheld with it. Not the other way round: the
         # ulna's readability tells bone from no bone less sharply (held-out real films' off-bone
-        # crops read 12% against the radius's 6%), so a withheld ulna says little of the radius box.
-        # Held-out real films (190ffbb's detector): 6 of 309 radius boxes withheld, 4 of their ulna
-        # boxes off the ulna or on an unreadable film.
+        # crops read 9-12% against the radius's 5-6%), so a withheld ulna says little of the radius
+        # box. Held-out real films (190ffbb's detector, two seeds): 5-6 of 309 radius boxes
+        # withheld, 4 of their ulna boxes off the ulna or on an unreadable film (README).
         unreadable: set[str] = set()
         for bone in BONES:
             scheme = self.schemes[bone]
