@@ -302,8 +302,9 @@ def prepare_aged(out: Path, real: Path, log=print, limit: int | None = None):
     if limit is not None and limit < len(films):
         films = films[:: -(-len(films) // limit)]
     split_file = default_split_file()
+    # "stray_boxes": folders boxed before the detector's stray candidates were recorded are boxed again
     settings = {"films": len(films), "split_sha256": file_sha256(split_file),
-                "detector_sha256": file_sha256(out / "detector" / "detector.pt")}
+                "detector_sha256": file_sha256(out / "detector" / "detector.pt"), "stray_boxes": True}
     if _step(out, "aged", settings, log):
         _, problems = detect_aged_films(out / "detector" / "detector.pt", films, out / "aged")
         for problem in problems:

@@ -167,7 +167,7 @@ def test_off_bone_crops_come_from_training_films_and_join_each_aged_batch(quick_
             ClassifierConfig(**{name: 1.5}).validate()
 
 
-def test_the_detectors_stray_candidates_join_the_off_bone_crops_of_their_own_part(quick_dataset):
+def test_the_detectors_stray_candidates_join_the_off_bone_crops_of_their_own_part(quick_dataset, caplog):
     dataset = read_dataset(quick_dataset)
     splits = _aged_splits(dataset)
     train_film, validation_film, test_film = (next(i for i, s in splits.items() if s == part)
@@ -181,7 +181,9 @@ def test_the_detectors_stray_candidates_join_the_off_bone_crops_of_their_own_par
     ulna = build_aged_crops(dataset, replace(config, bone="ulna"), splits, progress=False)
     ulna_crop = {film: ulna.crops[ulna.image_ids.index(film)] for film in (train_film, validation_film)}
     assert torch.equal(torch.from_numpy(stray_crops(stray, {train_film}, "radius")[0]), ulna_crop[train_film][0])
-    assert stray_crops(dataset, {train_film}, "radius") == []  # a manifest without strays gives none
+    # a dataset boxed without a detector has none, and says so
+    assert stray_crops(dataset, {train_film}, "radius") == []
+    assert "no stray_boxes in its manifest" in caplog.text
     moved = build_aged_crops(stray, config, splits, progress=False)
     joined = build_aged_crops(stray, replace(config, off_bone_strays=True), splits, progress=False)
     # after the moved crops, the training films' strays for training, the validation films' for the

@@ -44,7 +44,7 @@ def write_crops(dataset: Dataset, out: str | Path, detector: str | Path | None =
         else:
             found, film_strays = find.detect(image)
             if film_strays:
-                strays[record.image_id] = [[round(v, 1) for v in box] for box in film_strays]
+                strays[record.image_id] = film_strays
             boxes = {bone: d.box for bone, d in found.items() if d.box is not None}
             scores = {bone: d.score for bone, d in found.items()}
             problems += [f"{record.file}: {bone} not found (best score {found[bone].score:.2f})"

@@ -49,7 +49,7 @@ def detect_aged_films(detector: str | Path, films: list[AgedFilm], out: str | Pa
                               age_years=round(film.age_years, 4), boxes=boxes))
         keys[image_id] = film.key
         if film_strays:
-            strays[image_id] = [[round(v, 1) for v in box] for box in film_strays]
+            strays[image_id] = film_strays
     write_labels(out, records)
     write_manifest(out, source="drustage detect_aged_films", detector=str(detector), keys=keys,
                    stray_boxes=strays)

@@ -3,6 +3,7 @@ films' crops with an age and a sex (weak supervision), with their targets and sa
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -16,6 +17,8 @@ from drustage.training.config import ClassifierConfig
 
 __all__ = ["AgedCrops", "CropSet", "balanced_indices", "build_aged_crops", "build_crop_set", "class_distribution",
            "stray_crops"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -141,6 +144,9 @@ def stray_crops(dataset: Dataset, films: set[str], bone: str, workers: int = 1, 
                 ) -> list[np.ndarray]:
     """``bone`` crops of the detector's stray candidates on ``films`` (the dataset manifest's
     ``stray_boxes``, written by ``training.aged.detect_aged_films``), mirrored as the film's bones are."""
+    if "stray_boxes" not in dataset.manifest:
+        log.warning("%s: no stray_boxes in its manifest (boxed without a detector, or before they were "
+                    "recorded): no stray crops; box it again with drustage crop --detector", dataset.root)
     strays = dataset.manifest.get("stray_boxes", {})
     records = [replace(record, image_id=f"{record.image_id}~stray{k}", boxes={bone: tuple(box)})
                for record in dataset.records if record.image_id in films
