@@ -71,8 +71,12 @@ RECIPES = {
     # among its off-bone crops (the demo's since)
     "no-strays": ({"off_bone_strays": False}, True),
     "strays-off": ({"off_bone_strays": True}, True),
-    # and the ranking loss on pairs of films half a year apart or more instead of a year
+    # and the ranking loss on pairs of films half a year apart or more instead of a year; the soft
+    # targets weighted 1 instead of 3 (the growth table anchors the stage less, the ranking the
+    # same); the soft targets 1.2 stages wide instead of 0.8
     "strays-rank-margin-half": ({"off_bone_strays": True, "aged_rank_margin": 0.5}, True),
+    "strays-soft-light": ({"off_bone_strays": True, "aged_weight": 1.0}, True),
+    "strays-soft-wide": ({"off_bone_strays": True, "aged_spread": 1.2}, True),
     "bn-cosine-turn-gamma-fc128": ({**TURN_GAMMA, "fc_spec": "128"}, True),
     "bn-cosine-turn-gamma-wd": ({**TURN_GAMMA, "optimizer": "adamw", "weight_decay": 0.05}, True),
 }
