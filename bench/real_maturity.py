@@ -122,7 +122,7 @@ def with_checked_boxes(aged_dataset):
     the hand's side they give in place of the detector's."""
     from drustage.data.annotations import read_box_csv
     from drustage.demo import default_real_boxes
-    from drustage.pipeline import infer_laterality
+    from drustage.data.laterality import infer_laterality
 
     checked = {}
     for path, _ in default_real_boxes():

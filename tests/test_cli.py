@@ -131,6 +131,34 @@ def test_import_builds_a_trainable_layout(tmp_path, quick_dataset):
     assert not (tmp_path / "x").exists()
 
 
+def test_import_reads_a_sheet_of_ages_without_stages_for_aged_training(tmp_path, quick_dataset):
+    source = read_dataset(quick_dataset)
+    images = tmp_path / "films"
+    images.mkdir()
+    rows = ["file,sex,boneage_months"]
+    for i, record in enumerate(source.records):
+        (images / f"{i:03d}.png").write_bytes(source.path_of(record).read_bytes())
+        rows.append(f"{i:03d}.png,{'F' if i % 2 else 'M'},{150 + 6 * i}")
+    (tmp_path / "ages.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "aged"
+    result = run_cli("import", str(images), "--labels", str(tmp_path / "ages.csv"), "--key", "file", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    dataset = read_dataset(out)
+    assert [r.age_years for r in dataset.records] == pytest.approx([(150 + 6 * i) / 12 for i in range(12)], abs=1e-4)
+    assert [r.sex for r in dataset.records] == ["M", "F"] * 6 and not any(r.stages for r in dataset.records)
+    # an age that is no age stops the import, naming the row's image and the value
+    (tmp_path / "bad.csv").write_text("file,sex,boneage_months\n000.png,F,-12\n")
+    bad = run_cli("import", str(images), "--labels", str(tmp_path / "bad.csv"), "--key", "file",
+                  "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 1 and "000.png" in bad.stderr and "boneage_months '-12' is not an age" in bad.stderr
+    assert not (tmp_path / "bad").exists()  # nothing half-written
+    # a sheet with neither stages nor an age says what it expected
+    (tmp_path / "none.csv").write_text("file,sex\n000.png,F\n")
+    none = run_cli("import", str(images), "--labels", str(tmp_path / "none.csv"), "--key", "file",
+                   "--out", str(tmp_path / "none"))
+    assert none.returncode == 1 and "no column 'radius_stage' (nor an age column" in none.stderr
+
+
 @pytest.mark.real
 def test_info_on_real_images(real_data):
     files = sorted((real_data / "wrist-16bit" / "images").glob("*.png"))

@@ -17,7 +17,8 @@ from PIL import Image
 from drustage.cli import main
 from drustage.data.layout import read_dataset
 from drustage.inference.bundle import BundleError, assemble_bundle, bundle_cache_dir, load_bundle
-from drustage.pipeline import Predictor, infer_laterality
+from drustage.data.laterality import infer_laterality
+from drustage.pipeline import Predictor
 
 
 def test_bundle_round_trip(trained):
@@ -186,7 +187,7 @@ def test_laterality_from_boxes():
 
 
 def test_hand_side_from_one_box_looks_for_the_partner_bone_beside_it():
-    from drustage.pipeline import hand_side, side_from_one_box
+    from drustage.data.laterality import hand_side, side_from_one_box
 
     image = np.zeros((100, 200), np.uint8)
     image[40:60, 120:150] = 200  # the ulna, right of the radius: a right hand
@@ -205,7 +206,7 @@ def test_hand_side_from_one_box_agrees_with_both_boxes_on_the_boxed_real_films(r
     from collections import defaultdict
 
     from drustage.imaging import load_radiograph
-    from drustage.pipeline import side_from_one_box
+    from drustage.data.laterality import side_from_one_box
 
     table: dict[str, dict[str, list[float]]] = defaultdict(dict)
     with open(Path(__file__).resolve().parents[1] / "annotations" / "real" / "boxes.csv", newline="") as handle:

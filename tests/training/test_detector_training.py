@@ -186,6 +186,10 @@ def test_train_evaluate_and_crop(quick_dataset, tiny_detector, tmp_path, capsys)
 
 
 def test_crop_with_a_detector_records_each_films_stray_candidates(quick_dataset, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from drustage.data.crops import crop_region
+    from drustage.imaging import load_radiograph, to_uint8
     from drustage.inference import crop_dataset
     from drustage.inference.detector import Detector
 
@@ -195,9 +199,13 @@ def test_crop_with_a_detector_records_each_films_stray_candidates(quick_dataset,
                                      [200.0, 20.0, 230.0, 50.0]])}
     monkeypatch.setattr(crop_dataset.Detector, "from_checkpoint",
                         classmethod(lambda cls, path, threshold: Detector(lambda pixels: output, 512, threshold)))
-    assert main(["crop", str(quick_dataset), "--out", str(tmp_path / "detected"), "--detector", "any.pt",
+    # films imported without a sheet: their side is unknown until the boxes give it
+    assert main(["import", str(quick_dataset / "images"), "--out", str(tmp_path / "films"), "--link"]) == 0
+    assert all(r.laterality is None for r in read_dataset(tmp_path / "films").records)
+    assert main(["crop", str(tmp_path / "films"), "--out", str(tmp_path / "detected"), "--detector", "any.pt",
                  "--quiet"]) == 0
     detected = read_dataset(tmp_path / "detected")
+    assert all(r.laterality == "L" for r in detected.records)  # the radius box lies right of the ulna's
     strays = detected.manifest["stray_boxes"]
     assert set(strays) == {r.image_id for r in detected.records}
     for record in detected.records:
@@ -205,6 +213,13 @@ def test_crop_with_a_detector_records_each_films_stray_candidates(quick_dataset,
         # the fingertip in the film's pixels: scaled back like the kept boxes (stored to 0.1 px)
         scale = (record.boxes["radius"][2] - record.boxes["radius"][0]) / 60.0
         assert stray == pytest.approx([v * scale for v in (200.0, 20.0, 230.0, 50.0)], abs=1.0)
+    # the crops are mirrored as the predictor mirrors a left hand's (labels.csv keeps boxes to 0.1 px)
+    record = detected.records[0]
+    radiograph = load_radiograph(detected.path_of(record)).image
+    crop = np.asarray(Image.open(tmp_path / "detected" / "crops" / "radius" / f"{record.image_id}.png")).astype(float)
+    mirrored, plain = (to_uint8(crop_region(radiograph, record.boxes["radius"], mirror)).astype(float)
+                       for mirror in (True, False))
+    assert np.abs(crop - mirrored).mean() < 1.0 < np.abs(crop - plain).mean()
     # from the dataset's own boxes there are no candidates
     assert main(["crop", str(quick_dataset), "--out", str(tmp_path / "labels"), "--quiet"]) == 0
     assert "stray_boxes" not in read_dataset(tmp_path / "labels").manifest

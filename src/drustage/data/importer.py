@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from drustage.data.aged_films import AGE_COLUMNS
 from drustage.data.annotations import read_boxes
 from drustage.data.labels import list_images, match_labels, read_label_sheet
 from drustage.data.layout import DatasetError, Record, checked_box, write_labels, write_manifest
@@ -62,27 +64,62 @@ def _stage_or_blank(row: dict, column: str, bone, where: str):
         raise DatasetError(f"{where}: {error}") from None
 
 
+def _age_or_blank(row: dict, column: str | None, where: str) -> float | None:
+    """The row's age in years from ``column`` (one of ``AGE_COLUMNS``, in its unit), or None."""
+    value = None if column is None else row.get(column)
+    if value is None or str(value).strip() == "":
+        return None
+    try:
+        age = float(str(value).strip()) * AGE_COLUMNS[column]
+    except ValueError:
+        age = math.nan
+    if not (math.isfinite(age) and 0 <= age <= 30):
+        raise DatasetError(f"{where}: {column} {value!r} is not an age between 0 and 30 years")
+    return round(age, 4)
+
+
+def _row_labels(row: dict, radius_column: str, ulna_column: str, age_column: str | None, where: str
+                ) -> tuple[dict, float | None]:
+    """A sheet row's stages (by bone, blank cells left out) and age in years."""
+    stages = {}
+    for bone, column in zip(BONES, (radius_column, ulna_column)):
+        stage = _stage_or_blank(row, column, bone, where)
+        if stage is not None:
+            stages[bone] = stage
+    return stages, _age_or_blank(row, age_column, where)
+
+
 def import_dataset(images: Path, out: Path, labels: Path | None = None, key: list[str] | None = None,
                    radius_column: str = "radius_stage", ulna_column: str = "ulna_stage",
                    boxes: Path | None = None, link: bool = False) -> ImportReport:
     """Copy images into ``out/images`` (or, with ``link``, point symbolic links at them, so a
     large archive or a folder that must not be copied stays where it is) and write ``labels.csv``
-    from the sheet and boxes."""
+    from the sheet and boxes. The sheet's stage columns, ``sex``, ``laterality`` and an age
+    (``age_years``, ``bone_age_years``, ``age_months`` or ``boneage_months``) are read; a sheet with
+    an age needs no stage columns (films for ``train-classifier --aged``)."""
     files = list_images(images)
     rows: dict[Path, dict] = {}
+    age_column = None
     report = ImportReport(out=out, records=0)
     if labels is not None:
         if not key:
             raise DatasetError(f"{labels}: --key is required to match sheet rows to images")
         frame = read_label_sheet(labels)
+        # a sheet of ages (films with a bone age but no stages, for weak supervision) needs no stage columns
+        age_column = next((c for c in AGE_COLUMNS if c in frame.columns), None)
         for column in (radius_column, ulna_column):
-            if column not in frame.columns:
-                raise DatasetError(f"{labels}: no column {column!r}; columns are: {', '.join(frame.columns)}")
+            if column not in frame.columns and age_column is None:
+                raise DatasetError(f"{labels}: no column {column!r} (nor an age column: {', '.join(AGE_COLUMNS)}); "
+                                   f"columns are: {', '.join(frame.columns)}")
         match = match_labels(frame, files, key)
         rows = dict(match.matched)
         report.unmatched_rows = match.unmatched_rows
         report.unlabelled_files = [str(p.relative_to(images)) for p in match.unlabelled_files]
         report.duplicate_keys = ["_".join(k) for k in match.duplicate_keys]
+    # every row's stages and age, read before anything is written: a bad cell stops the import
+    # with nothing copied
+    labelled = {path: _row_labels(row, radius_column, ulna_column, age_column, f"{labels} ({path.name})")
+                for path, row in rows.items()}
     box_table = read_boxes(boxes) if boxes is not None else {}
     names = {p.name for p in files}
     report.boxes_without_image = sorted(n for n in box_table if n not in names)
@@ -102,12 +139,7 @@ def import_dataset(images: Path, out: Path, labels: Path | None = None, key: lis
             except DatasetError as error:
                 report.bad_boxes.append(str(error))
         row = rows.get(path, {})
-        where = f"{labels} ({path.name})"
-        stages = {}
-        for bone, column in zip(BONES, (radius_column, ulna_column)):
-            stage = _stage_or_blank(row, column, bone, where)
-            if stage is not None:
-                stages[bone] = stage
+        stages, age = labelled.get(path, ({}, None))
         image_id = f"{index:05d}-{path.stem}"
         relative = f"images/{image_id}{path.suffix.lower()}"
         target = out / relative
@@ -121,7 +153,7 @@ def import_dataset(images: Path, out: Path, labels: Path | None = None, key: lis
             image_id=image_id, file=relative,
             laterality=laterality if laterality in ("L", "R") else None,
             sex=str(row.get("sex", "")).strip().upper() or None,
-            stages=stages, boxes=checked,
+            age_years=age, stages=stages, boxes=checked,
         ))
     write_labels(out, records)
     write_manifest(out, source="drustage import", images=str(images.name),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from drustage.data.crops import crop_region, needs_mirror
 from drustage.data.detection import box_iou
+from drustage.data.laterality import hand_side
 from drustage.data.layout import Dataset, write_labels, write_manifest
 from drustage.imaging import RadiographError, load_radiograph, to_uint8
 from drustage.inference.detector import Detector
@@ -49,16 +50,19 @@ def write_crops(dataset: Dataset, out: str | Path, detector: str | Path | None =
             scores = {bone: d.score for bone, d in found.items()}
             problems += [f"{record.file}: {bone} not found (best score {found[bone].score:.2f})"
                          for bone in BONES if bone not in boxes]
+        # the sheet's side, else the side the boxes give (as the predictor finds it): the crops are
+        # mirrored as they will be when read
+        laterality = record.laterality or hand_side(image, boxes)[0]
         for bone, box in boxes.items():
             name = f"crops/{bone}/{record.image_id}.png"
-            save_png(out / name, to_uint8(crop_region(image, box, needs_mirror(record.laterality))))
+            save_png(out / name, to_uint8(crop_region(image, box, needs_mirror(laterality))))
             truth = record.boxes.get(bone)
             rows.append({"image_id": record.image_id, "bone": bone, "file": name,
                          "stage": record.stages[bone].code if bone in record.stages else "",
                          "score": f"{scores[bone]:.4f}",
                          "iou_to_label": f"{box_iou(box, truth):.4f}" if truth else ""})
         relative = os.path.relpath(dataset.path_of(record), out)
-        records.append(replace(record, file=relative, boxes=boxes))
+        records.append(replace(record, file=relative, boxes=boxes, laterality=laterality))
     write_labels(out, records)
     write_manifest(out, source="drustage crop", boxes="detector" if detector else "labels",
                    dataset=dataset.root.name, **({"stray_boxes": strays} if detector else {}))

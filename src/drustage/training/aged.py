@@ -26,7 +26,7 @@ def detect_aged_films(detector: str | Path, films: list[AgedFilm], out: str | Pa
 
     from drustage.imaging import load_radiograph
     from drustage.inference.detector import Detector
-    from drustage.pipeline import hand_side
+    from drustage.data.laterality import hand_side
 
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
