@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from drustage.data.crops import crop_region, needs_mirror
-from drustage.data.layout import checked_box
 from drustage.data.laterality import hand_side, infer_laterality
+from drustage.data.layout import checked_box
 from drustage.growth import PatientInfo, discordance, implausible_for_age, mean_age_at
 from drustage.imaging import Radiograph
 from drustage.inference.bundle import Bundle, check_member
