@@ -57,6 +57,18 @@ def _sex_of(row: dict, column: str | None) -> str | None:
     return check_sex({"female": "F", "male": "M"}.get(value.lower(), value))
 
 
+def age_in_years(value, column: str) -> float:
+    """An age cell of ``column`` (one of ``AGE_COLUMNS``, in its unit) in years; ValueError unless
+    it is a number between 0 and 30 years."""
+    try:
+        age = float(str(value).strip()) * AGE_COLUMNS[column]
+    except ValueError:
+        age = math.nan
+    if not (math.isfinite(age) and 0 <= age <= 30):
+        raise ValueError(f"{column} {value!r} is not an age: not between 0 and 30 years")
+    return age
+
+
 def read_age_sheet(sheet: str | Path, images_root: str | Path | None = None) -> tuple[list[AgedFilm], list[str]]:
     """Films of an age sheet, and one line per row that could not be used (the rest go on).
 
@@ -77,10 +89,8 @@ def read_age_sheet(sheet: str | Path, images_root: str | Path | None = None) -> 
         try:
             if not name:
                 raise ValueError("no file named")
-            age = float(str(row[age_column]).strip()) * AGE_COLUMNS[age_column]
-            if not (math.isfinite(age) and 0 <= age <= 30):
-                raise ValueError(f"age {row[age_column]!r} is not between 0 and 30 years")
-            films.append(AgedFilm(name, root / name, _sex_of(row, sex_column), age))
+            films.append(AgedFilm(name, root / name, _sex_of(row, sex_column),
+                                  age_in_years(row[age_column], age_column)))
         except ValueError as error:
             problems.append(f"{where}: {error}")
     return films, problems

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drustage.data.aged_films import AGE_COLUMNS
+from drustage.data.aged_films import AGE_COLUMNS, age_in_years
 from drustage.data.annotations import read_boxes
 from drustage.data.labels import list_images, match_labels, read_label_sheet
 from drustage.data.layout import DatasetError, Record, checked_box, write_labels, write_manifest
@@ -70,12 +69,9 @@ def _age_or_blank(row: dict, column: str | None, where: str) -> float | None:
     if value is None or str(value).strip() == "":
         return None
     try:
-        age = float(str(value).strip()) * AGE_COLUMNS[column]
-    except ValueError:
-        age = math.nan
-    if not (math.isfinite(age) and 0 <= age <= 30):
-        raise DatasetError(f"{where}: {column} {value!r} is not an age between 0 and 30 years")
-    return round(age, 4)
+        return round(age_in_years(value, column), 4)
+    except ValueError as error:
+        raise DatasetError(f"{where}: {error}") from None
 
 
 def _row_labels(row: dict, radius_column: str, ulna_column: str, age_column: str | None, where: str
