@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from drustage.io_utils import atomic_write_text
 from drustage.models.config import DetectorConfig
+from drustage.synth.morphology import ULNA_MIN_ASPECT
 from drustage.training.config import ClassifierConfig, DetectorTrainConfig
 
 if TYPE_CHECKING:
@@ -197,7 +198,9 @@ def run_demo(out: str | Path, quick: bool = False, real: Path | None = None, wor
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
-    settings = {"count": config.phantoms, "scale": config.image_scale, "seed": config.seed}
+    # the phantom ulna box's convention too: phantoms drawn before ULNA_MIN_ASPECT are drawn again
+    settings = {"count": config.phantoms, "scale": config.image_scale, "seed": config.seed,
+                "ulna_min_aspect": ULNA_MIN_ASPECT}
     if _step(out, "phantoms", settings, log):
         t = time.perf_counter()
         generate_dataset(out / "phantoms", SynthConfig(count=config.phantoms, seed=config.seed,
