@@ -5,7 +5,7 @@ from drustage.data.crops import crop_region, needs_mirror
 from drustage.data.layout import read_dataset
 from drustage.imaging import load_radiograph
 from drustage.synth.maturity import Subject
-from drustage.synth.morphology import DruGeometry, dru_shape, plate_openness, render_dru
+from drustage.synth.morphology import ULNA_MIN_ASPECT, DruGeometry, box_extent, dru_shape, plate_openness, render_dru
 from drustage.synth.phantom import Pose, render_phantom
 
 
@@ -62,6 +62,21 @@ def test_boxes_follow_the_real_films_convention():
     assert 0.8 <= ulna_width <= 0.95 and 0.75 <= ulna_height <= 0.95
     radius_width, radius_height = np.median(sizes["radius"], axis=0)
     assert radius_width > ulna_width and radius_height > ulna_height
+
+
+@pytest.mark.parametrize("stage", [1.5, 2.5, 8.5])
+def test_ulna_box_is_as_tall_as_annotators_draw_it_at_every_stage(stage):
+    # annotators draw the ulna box about as tall as wide at every age; the bone alone is shorter
+    # before its epiphysis ossifies, so its box reaches further proximally
+    geometry = DruGeometry()
+    u0, u1, v0, v1 = box_extent("ulna", dru_shape("ulna", stage, np.random.default_rng(0), jitter=0.0), geometry)
+    mature = box_extent("ulna", dru_shape("ulna", 8.5, np.random.default_rng(0), jitter=0.0), geometry)
+    assert (v1 - v0) / (u1 - u0) >= ULNA_MIN_ASPECT - 1e-9
+    if stage < 3:
+        assert (v1 - v0) / (u1 - u0) == pytest.approx(ULNA_MIN_ASPECT)
+        assert v0 < mature[2] and v1 < mature[3]
+    else:
+        assert (mature[3] - mature[2]) / (mature[1] - mature[0]) > ULNA_MIN_ASPECT  # left as the bone gives it
 
 
 def _width_profile(bone, stage_value):

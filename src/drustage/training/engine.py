@@ -8,7 +8,6 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from drustage.data.detection import DetectionSet
@@ -77,10 +76,12 @@ def train_one_epoch(network: torch.nn.Module, phase: DetectorPhase, loader: torc
 
 
 def evaluate(model: torch.nn.Module, val_sets: Sequence[DetectionSet]) -> dict[str, float]:
-    """Per-bone IoU and detection rate averaged over the datasets, so a small real set counts
-    as much as a large phantom one when the best checkpoint is chosen."""
-    results = [evaluate_detector_on(model, s) for s in val_sets]
-    return {f"val_{bone}_{name}": float(np.mean([getattr(r.bone(bone), key) for r in results]))
+    """Per-bone IoU and detection rate over the validation films of all datasets, each film
+    counted once. (Averaged per dataset instead, the two validation films of a 19-film box file
+    weighed as much as 80 phantoms: one film's box could choose the checkpoint.)"""
+    results = [(len(s), evaluate_detector_on(model, s)) for s in val_sets]
+    films = sum(n for n, _ in results)
+    return {f"val_{bone}_{name}": float(sum(n * getattr(r.bone(bone), key) for n, r in results) / films)
             for bone in BONES for name, key in (("iou", "mean_iou"), ("rate", "detection_rate_iou50"))}
 
 
