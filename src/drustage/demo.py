@@ -54,7 +54,7 @@ class DemoConfig:
 MIN_REAL_FILMS = 15
 
 
-# The full demo takes about 18-19 minutes on 2 CPU cores with bfloat16 training (about 28 in float32,
+# The full demo takes about 17-19 minutes on 2 CPU cores with bfloat16 training (about 28 in float32,
 # estimated; the detector more than half of it), which leaves the detector 1,600 iterations (ulna boxes
 # fit better than after 1,200: held-out real mean IoU 0.79 -> 0.82, README); the detector's box
 # head uses 1024 units instead of the paper's 4096 because it trains about twice as fast (bench/bench_detector.py),
@@ -198,15 +198,16 @@ def run_demo(out: str | Path, quick: bool = False, real: Path | None = None, wor
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
-    # the phantom ulna box's convention too: phantoms drawn before ULNA_MIN_ASPECT are drawn again
-    settings = {"count": config.phantoms, "scale": config.image_scale, "seed": config.seed,
-                "ulna_min_aspect": ULNA_MIN_ASPECT}
-    if _step(out, "phantoms", settings, log):
+    # the phantom ulna box's convention too: phantoms drawn before ULNA_MIN_ASPECT are drawn again,
+    # and the models trained on them trained again
+    phantom_settings = {"count": config.phantoms, "scale": config.image_scale, "seed": config.seed,
+                        "ulna_min_aspect": ULNA_MIN_ASPECT}
+    if _step(out, "phantoms", phantom_settings, log):
         t = time.perf_counter()
         generate_dataset(out / "phantoms", SynthConfig(count=config.phantoms, seed=config.seed,
                                                        image_scale=config.image_scale), workers=workers,
                          progress=True, preset="demo-quick" if quick else "demo")
-        _finish(out, "phantoms", settings)
+        _finish(out, "phantoms", phantom_settings)
         timings["phantoms"] = time.perf_counter() - t
     dataset = read_dataset(out / "phantoms")
     real = real if real is not None else default_real_folder()
@@ -228,7 +229,7 @@ def run_demo(out: str | Path, quick: bool = False, real: Path | None = None, wor
             detector_config, test_fraction=[detector_config.test_fraction, *(share for _, _, share in real_sets)],
             rotation=[detector_config.rotation, *(config.real_rotation for _ in real_sets)],
             dataset_weights=[1 - config.real_batch_share, *(config.real_batch_share * n / sum(boxed) for n in boxed)])
-    settings = {"phantoms": config.phantoms, "real_films": {name: len(s.records) for name, s, _ in real_sets} or None,
+    settings = {"phantoms": phantom_settings, "real_films": {name: len(s.records) for name, s, _ in real_sets} or None,
                 **_what_trains(detector_config.to_dict())}
     if _step(out, "detector", settings, log):
         t = time.perf_counter()
@@ -244,7 +245,7 @@ def run_demo(out: str | Path, quick: bool = False, real: Path | None = None, wor
 
     for bone in ("radius", "ulna"):
         classifier_config = demo_classifier_config(bone, config)
-        settings = {"phantoms": config.phantoms, **_what_trains(classifier_config.to_dict()),
+        settings = {"phantoms": phantom_settings, **_what_trains(classifier_config.to_dict()),
                     "aged": None if aged_dataset is None else json.loads((out / "aged" / ".done.json").read_text())}
         if _step(out, bone, settings, log):
             t = time.perf_counter()
