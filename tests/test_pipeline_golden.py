@@ -16,8 +16,7 @@ import json
 import os
 from pathlib import Path
 
-import pytest
-
+from answers import assert_same
 from drustage.cli import main
 
 GOLDEN = Path(__file__).parent / "golden" / "predictions.json"
@@ -75,22 +74,6 @@ def predictions(tmp_path: Path) -> dict:
             answers[f"{mode}/{path.stem}"] = {k: v for k, v in json.loads(path.read_text()).items()
                                               if k not in UNCOMPARED}
     return answers
-
-
-def assert_same(found, stored, where: str = "") -> None:
-    if isinstance(stored, dict):
-        assert isinstance(found, dict) and set(found) == set(stored), where
-        for key in stored:
-            assert_same(found[key], stored[key], f"{where}.{key}")
-    elif isinstance(stored, list):
-        assert isinstance(found, list) and len(found) == len(stored), where
-        for index, (a, b) in enumerate(zip(found, stored)):
-            assert_same(a, b, f"{where}[{index}]")
-    elif isinstance(stored, float) and not isinstance(found, bool):
-        tolerance = 1e-3 if ".box" in where else 1e-4
-        assert found == pytest.approx(stored, abs=tolerance), where
-    else:
-        assert found == stored, where
 
 
 def test_predict_answers_match_the_stored_result(tmp_path):
