@@ -100,12 +100,12 @@ def test_best_weights_keep_the_best_score_and_break_ties_by_the_tuple():
 
 def test_validation_counts_each_film_once_not_each_dataset(monkeypatch):
     # 80 phantoms boxed well and a 2-film real set boxed badly: the 2 films must not weigh as 80
-    def metrics(iou: float, rate: float) -> DetectionMetrics:
+    def metrics(films: int, iou: float, rate: float) -> DetectionMetrics:
         bone = BoneDetectionMetrics(ap_50=1.0, ap_50_95=1.0, mean_iou=iou, detection_rate_iou50=rate,
                                     centre_hit_rate=1.0)
-        return DetectionMetrics(n=0, map_50=1.0, map=1.0, radius=bone, ulna=bone)
+        return DetectionMetrics(n=films, map_50=1.0, map=1.0, radius=bone, ulna=bone)
 
-    scored = {80: metrics(0.9, 1.0), 2: metrics(0.1, 0.0)}
+    scored = {80: metrics(80, 0.9, 1.0), 2: metrics(2, 0.1, 0.0)}
     monkeypatch.setattr(engine, "evaluate_detector_on", lambda model, films: scored[len(films)])
     summary = engine.evaluate(None, [[None] * 80, [None] * 2])
     assert summary["val_radius_iou"] == pytest.approx((80 * 0.9 + 2 * 0.1) / 82)

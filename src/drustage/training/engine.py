@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from drustage.data.detection import DetectionSet
-from drustage.evaluation.detection import evaluate_detector_on
+from drustage.evaluation.detection import combined_detection_metrics, evaluate_detector_on
 from drustage.inference.device import mixed_precision
 from drustage.stages import BONES
 
@@ -79,9 +79,8 @@ def evaluate(model: torch.nn.Module, val_sets: Sequence[DetectionSet]) -> dict[s
     """Per-bone IoU and detection rate over the validation films of all datasets, each film
     counted once. (Averaged per dataset instead, the two validation films of a 19-film box file
     weighed as much as 80 phantoms: one film's box could choose the checkpoint.)"""
-    results = [(len(s), evaluate_detector_on(model, s)) for s in val_sets]
-    films = sum(n for n, _ in results)
-    return {f"val_{bone}_{name}": float(sum(n * getattr(r.bone(bone), key) for n, r in results) / films)
+    pooled = combined_detection_metrics([evaluate_detector_on(model, s) for s in val_sets])
+    return {f"val_{bone}_{name}": float(getattr(pooled.bone(bone), key))
             for bone in BONES for name, key in (("iou", "mean_iou"), ("rate", "detection_rate_iou50"))}
 
 
